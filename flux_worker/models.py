@@ -1,0 +1,133 @@
+"""The Workers AI text-to-image models we can drive: one registry entry each.
+
+Facts per model (encoding, fields, ranges, output) follow Cloudflare's model
+schemas; adding a model is one entry in REGISTRY.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+JSON = "json"
+MULTIPART = "multipart"
+BASE64 = "base64"  # {"result": {"image": "<base64>"}} in the envelope
+BINARY = "binary"  # raw image bytes, no envelope
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    """How to call one model and where its image comes back."""
+
+    id: str
+    owned_by: str
+    encoding: str
+    output: str
+    # (min, max) pixels per side for models that take width/height; None for
+    # a fixed-size output that we crop and resize ourselves.
+    size_range: tuple[int, int] | None
+    size_step: int = 8
+    native_size: tuple[int, int] = (1024, 1024)
+    steps_field: str | None = None
+    max_steps: int | None = None
+    default_steps: int | None = None  # None: let Cloudflare use its own default
+    max_prompt_chars: int = 2048
+    # Optional inputs Cloudflare rejects as empty strings (minLength 1).
+    never_empty: tuple[str, ...] = ()
+    negative_prompt: bool = False
+    created: int = 1700000000  # reported by /v1/models, which requires it
+
+    @property
+    def takes_size(self) -> bool:
+        return self.size_range is not None
+
+    @property
+    def min_side(self) -> int:
+        # Fixed outputs are cropped from native_size; below a quarter of it
+        # the crop is too thin to be a useful picture.
+        return self.size_range[0] if self.size_range else min(self.native_size) // 4
+
+    @property
+    def max_side(self) -> int:
+        return self.size_range[1] if self.size_range else max(self.native_size)
+
+    def inputs(self, prompt: str, width: int, height: int, steps: int | None = None,
+               negative_prompt: str = "") -> dict[str, object]:
+        """Return the input fields this model takes, and no others."""
+        fields: dict[str, object] = {"prompt": prompt}
+        if self.takes_size:
+            fields["width"] = width
+            fields["height"] = height
+        if self.steps_field:
+            chosen = steps if steps is not None else self.default_steps
+            if chosen is not None:
+                fields[self.steps_field] = min(chosen, self.max_steps or chosen)
+        if self.negative_prompt:
+            fields["negative_prompt"] = negative_prompt
+        for name in self.never_empty:
+            if fields.get(name) in ("", None):
+                fields.pop(name, None)
+        return fields
+
+
+_SDXL_LIKE = dict(encoding=JSON, output=BINARY, size_range=(256, 2048), size_step=8,
+                  steps_field="num_steps", max_steps=20, negative_prompt=True,
+                  never_empty=("negative_prompt",))
+_FLUX2 = dict(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16)
+
+REGISTRY: dict[str, ImageModel] = {
+    model.id: model
+    for model in (
+        ImageModel("@cf/black-forest-labs/flux-1-schnell", "black-forest-labs", JSON, BASE64,
+                   size_range=None, steps_field="steps", max_steps=8, default_steps=4),
+        ImageModel("@cf/black-forest-labs/flux-2-dev", "black-forest-labs", **_FLUX2,
+                   steps_field="steps", max_steps=50),
+        # klein: steps are fixed at 4 and not adjustable, so none are sent.
+        ImageModel("@cf/black-forest-labs/flux-2-klein-4b", "black-forest-labs", **_FLUX2),
+        ImageModel("@cf/black-forest-labs/flux-2-klein-9b", "black-forest-labs", **_FLUX2),
+        ImageModel("@cf/leonardo/lucid-origin", "leonardo", JSON, BASE64,
+                   size_range=(256, 2500), size_step=16, steps_field="steps", max_steps=40),
+        ImageModel("@cf/leonardo/phoenix-1.0", "leonardo", JSON, BINARY,
+                   size_range=(256, 2048), size_step=16, steps_field="num_steps", max_steps=50,
+                   negative_prompt=True, never_empty=("negative_prompt",)),
+        ImageModel("@cf/stabilityai/stable-diffusion-xl-base-1.0", "stabilityai", **_SDXL_LIKE),
+        ImageModel("@cf/bytedance/stable-diffusion-xl-lightning", "bytedance", **_SDXL_LIKE),
+        ImageModel("@cf/lykon/dreamshaper-8-lcm", "lykon", **_SDXL_LIKE),
+    )
+}
+
+
+class ModelCatalog:
+    """The models this deployment offers, and how a request's name picks one."""
+
+    def __init__(self, default_id: str, offered_ids: tuple[str, ...] = (), steps: int | None = None):
+        unknown = [name for name in (default_id, *offered_ids) if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown image model(s): {', '.join(unknown)}; "
+                             f"known: {', '.join(REGISTRY)}")
+        ids = list(offered_ids or REGISTRY)
+        if default_id not in ids:
+            ids.insert(0, default_id)
+        self.default = REGISTRY[default_id]
+        if steps is not None and self.default.steps_field:
+            self.default = _with_default_steps(self.default, steps)
+        self.offered = [self.default if i == default_id else REGISTRY[i] for i in ids]
+        self._by_name = {_short(model.id): model for model in self.offered}
+        self._by_name.update({model.id: model for model in self.offered})
+
+    def pick(self, name: object) -> ImageModel:
+        """Return the offered model a request names; anything else gets the default.
+
+        Chat clients send their own model names (gpt-4o, dall-e-3); those fall
+        back to the default rather than failing.
+        """
+        if isinstance(name, str):
+            return self._by_name.get(name.strip(), self.default)
+        return self.default
+
+
+def _short(model_id: str) -> str:
+    return model_id.rsplit("/", 1)[-1]
+
+
+def _with_default_steps(model: ImageModel, steps: int) -> ImageModel:
+    return replace(model, default_steps=min(steps, model.max_steps or steps))

@@ -1,0 +1,164 @@
+"""Aspect ratios: finding them in a prompt and turning them into pixel sizes."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidRequest
+from .models import ImageModel
+
+
+@dataclass(frozen=True)
+class Ratio:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}:{self.height}"
+
+
+# The seed Worker's table: these ratios keep their historical sizes.
+SEED_SIZES: dict[Ratio, tuple[int, int]] = {
+    Ratio(1, 1): (1024, 1024),
+    Ratio(1, 2): (512, 1024),
+    Ratio(3, 2): (768, 512),
+    Ratio(3, 4): (768, 1024),
+    Ratio(16, 9): (1024, 576),
+    Ratio(9, 16): (576, 1024),
+}
+DEFAULT_RATIO = Ratio(1, 1)
+# Ratios people write that would otherwise look like a time of day.
+_COMMON_TWO_DIGIT = {Ratio(16, 10), Ratio(10, 16), Ratio(21, 10), Ratio(32, 10)}
+# A word just before "10:30" that makes it a time, score or verse, not a ratio.
+_CONTEXT_BEFORE = {
+    "at", "@", "around", "about", "by", "until", "till", "before", "after", "from", "since",
+    "to", "score", "scored", "scores", "won", "lost", "beat", "beats", "verse", "chapter",
+    "ch", "psalm", "psalms", "john", "genesis", "exodus", "matthew", "mark", "luke", "acts",
+    "romans", "proverbs", "isaiah", "revelation", "corinthians", "um", "à", "a las", "в",
+}
+_CONTEXT_AFTER = {"am", "pm", "a.m.", "p.m.", "o'clock", "h", "hrs", "uhr", "heures", "utc"}
+
+_TOKEN = re.compile(r"(?<![\w:.,/-])(\d{1,4})\s?[:：]\s?(\d{1,4})(?![\w:/]|[.,-]\d)")
+_EXPLICIT = re.compile(r"(?:^|\s)--(?:ar|aspect)\s+(\S+)", re.IGNORECASE)
+_NEGATIVE = re.compile(r"(?:^|\s)--no\s+(.+?)(?=\s--\w|$)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    text: str
+    ratio: Ratio | None
+    negative: str = ""
+
+
+def parse_prompt(prompt: str) -> ParsedPrompt:
+    """Take the aspect ratio (and `--no …` negative text) out of a prompt.
+
+    A ratio is recognised as `--ar W:H` anywhere, as `W:H` at the very end,
+    or as one of the seed's six ratios followed by a space. Text that only
+    looks like a ratio (a time, a score, a Bible verse) stays in the prompt.
+
+    :raises InvalidRequest: for an explicit `--ar` that is not a ratio.
+    """
+    text = prompt
+    negative = ""
+    match = _NEGATIVE.search(text)
+    if match:
+        negative = match.group(1).strip()
+        text = _cut(text, match.start(), match.end())
+    match = _EXPLICIT.search(text)
+    if match:
+        ratio = _to_ratio(match.group(1))
+        if ratio is None:
+            raise InvalidRequest(f"--ar expects a ratio like 16:9, got {match.group(1)!r}",
+                                 param="messages", code="invalid_aspect_ratio")
+        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
+    for match in _TOKEN.finditer(text):
+        ratio = Ratio(int(match.group(1)), int(match.group(2)))
+        at_end = not text[match.end():].strip()
+        followed_by_space = text[match.end():match.end() + 1].isspace()
+        if not (at_end or (followed_by_space and ratio in SEED_SIZES)):
+            continue
+        if ratio.width == 0 or ratio.height == 0 or _looks_like_time(text, match):
+            continue
+        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
+    return ParsedPrompt(text.strip(), None, negative)
+
+
+def _to_ratio(token: str) -> Ratio | None:
+    found = re.fullmatch(r"(\d{1,4})[:：x](\d{1,4})", token.strip())
+    if not found or int(found.group(1)) == 0 or int(found.group(2)) == 0:
+        return None
+    return Ratio(int(found.group(1)), int(found.group(2)))
+
+
+def _looks_like_time(text: str, match: re.Match) -> bool:
+    minutes = match.group(2)
+    before = text[:match.start()].split()
+    after = text[match.end():].split()
+    if before and before[-1].lower().rstrip(",") in _CONTEXT_BEFORE:
+        return True
+    if after and after[0].lower().rstrip(",.") in _CONTEXT_AFTER:
+        return True
+    ratio = Ratio(int(match.group(1)), int(minutes))
+    if minutes.startswith("0") or (len(minutes) == 2 and int(match.group(1)) <= 24
+                                   and int(minutes) < 60 and ratio not in _COMMON_TWO_DIGIT):
+        return True
+    return False
+
+
+def _cut(text: str, start: int, end: int) -> str:
+    return " ".join((text[:start] + " " + text[end:]).split())
+
+
+def size_for(ratio: Ratio | None, model: ImageModel) -> tuple[int, int]:
+    """Return the pixel size a model should deliver for a ratio.
+
+    The seed's ratios keep their table sizes; other ratios keep the long side
+    at 1024 (or the model's maximum) and round the short side to the model's
+    step.
+
+    :raises InvalidRequest: when the model cannot make that ratio.
+    """
+    ratio = ratio or DEFAULT_RATIO
+    if ratio in SEED_SIZES:
+        width, height = SEED_SIZES[ratio]
+    else:
+        long_side = min(1024, model.max_side)
+        scale = long_side / max(ratio.width, ratio.height)
+        step = model.size_step
+        width = _round_to(ratio.width * scale, step)
+        height = _round_to(ratio.height * scale, step)
+    if min(width, height) < model.min_side or max(width, height) > model.max_side:
+        raise InvalidRequest(
+            f"The aspect ratio {ratio} is too extreme for {model.id}: it would need "
+            f"{width}x{height}, and this model makes sides from {model.min_side} to "
+            f"{model.max_side} pixels.", param="messages", code="unsupported_aspect_ratio")
+    return width, height
+
+
+def _round_to(value: float, step: int) -> int:
+    return max(step, int(round(value / step)) * step)
+
+
+def ratio_from_size(size: str) -> Ratio | None:
+    """Map an OpenAI `size` (`WxH` or `auto`) to the nearest ratio we make.
+
+    Sizes close to a seed ratio (1792x1024 is 1.75, 16:9 is 1.78) snap to it.
+
+    :raises InvalidRequest: when the size is not `WxH` or `auto`.
+    """
+    if size.strip().lower() == "auto":
+        return None
+    found = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", size)
+    if not found or int(found.group(1)) == 0 or int(found.group(2)) == 0:
+        raise InvalidRequest("size must look like 1024x1024 (width x height) or be 'auto'",
+                             param="size", code="invalid_size")
+    width, height = int(found.group(1)), int(found.group(2))
+    wanted = math.log(width / height)
+    nearest = min(SEED_SIZES, key=lambda r: abs(math.log(r.width / r.height) - wanted))
+    if abs(math.log(nearest.width / nearest.height) - wanted) < 0.03:
+        return nearest
+    divisor = math.gcd(width, height)
+    return Ratio(width // divisor, height // divisor)

@@ -1,0 +1,26 @@
+"""gunicorn settings for flux-worker (read by `gunicorn app:app`).
+
+The work is I/O-bound: each request mostly waits on Workers AI, and each
+open stream holds one thread for its whole life. So: the threaded worker
+(gthread; the sync worker would kill a stream longer than `timeout`), one
+process per core, and many threads per process.
+"""
+
+import multiprocessing
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
+threads = int(os.environ.get("GUNICORN_THREADS") or 64)
+# gthread workers heartbeat while requests run, so this only catches a
+# truly stuck worker; it never cuts a long stream.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 120)
+graceful_timeout = 30
+keepalive = 75  # longer than typical proxy idle timeouts (nginx 60 s)
+# Load the app once in the master: a bad setting stops start-up with one clear
+# message instead of every worker failing to boot.
+preload_app = True
+accesslog = None  # the app logs one line per request, with its request ID
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
