@@ -14,10 +14,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 # After __version__: the modules below read it.
 from . import errors, logs, routes  # noqa: E402
 from .generation import ImageService  # noqa: E402
-from .http_session import make_session  # noqa: E402
+from .http_session import make_retry, make_session  # noqa: E402
 from .kv import KVClient  # noqa: E402
 from .models import ModelCatalog  # noqa: E402
 from .optimizer import PromptOptimizer  # noqa: E402
+from .rate_limit import init_rate_limit  # noqa: E402
 from .settings import Settings  # noqa: E402
 from .store import KVImageStore, MemoryCache, ResilientStore, SQLiteImageStore  # noqa: E402
 from .workers_ai import WorkersAIClient  # noqa: E402
@@ -41,19 +42,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
 
     pool_size = settings.max_concurrent_generations
+
+    def session():
+        return make_session(pool_size, make_retry(backoff=settings.retry_backoff_seconds))
+
     catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps)
     workers_ai = None
     if settings.workers_ai_configured:
         workers_ai = WorkersAIClient(
             api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-            api_token=settings.cf_api_token, session=make_session(pool_size),
+            api_token=settings.cf_api_token, session=session(),
             timeout=settings.upstream_timeout_seconds,
             connect_timeout=settings.connect_timeout_seconds)
     store = SQLiteImageStore(settings.image_store_path)
     if settings.uses_kv:
         kv = KVClient(api_base=settings.cf_api_base, account_id=settings.cf_account_id,
                       namespace_id=settings.cf_kv_namespace_id, api_token=settings.cf_api_token,
-                      session=make_session(pool_size),
+                      session=session(),
                       connect_timeout=settings.connect_timeout_seconds)
         store = ResilientStore(KVImageStore(kv), fallback=store,
                                cache=MemoryCache(settings.image_cache_bytes))
@@ -62,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         optimizer = PromptOptimizer(
             api_base=settings.external_api_base, model=settings.external_model,
             api_key=settings.external_api_key, system_message=settings.system_message,
-            session=make_session(pool_size), timeout=settings.optimizer_timeout_seconds)
+            session=session(), timeout=settings.optimizer_timeout_seconds)
     images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
@@ -77,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(routes.api, url_prefix=prefix, name=name)
     errors.register_error_handlers(app)
     logs.init_request_ids(app)
+    init_rate_limit(app, settings)
     log.info("flux-worker %s started: %s", __version__, settings.describe())
     return app
 

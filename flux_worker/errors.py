@@ -130,6 +130,8 @@ def register_error_handlers(app) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(exc: HTTPException):
+        if exc.response is not None:  # built on purpose, e.g. by the rate limiter
+            return exc.response
         return error_response(from_http_exception(exc))
 
     @app.errorhandler(Exception)

@@ -62,10 +62,17 @@ def read_json() -> object:
 
 @bp.get("/")
 def index():
+    """The status page and playground; its script is a static file, so CSP can be strict."""
     s = services().settings
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered,
         store="Workers KV" if s.uses_kv else "embedded SQLite"))
+    image_sources = " ".join(filter(None, ["'self'", "data:", "blob:", s.public_base_url]))
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src {image_sources}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
 

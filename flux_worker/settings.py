@@ -40,6 +40,7 @@ class Settings:
     upstream_timeout_seconds: float = 120.0
     optimizer_timeout_seconds: float = 20.0
     connect_timeout_seconds: float = 10.0
+    retry_backoff_seconds: float = 0.5  # first retry waits about this long, then doubles
     sse_keepalive_seconds: float = 10.0
     max_concurrent_generations: int = 64
     image_cache_bytes: int = 64 * 1024 * 1024
@@ -93,6 +94,7 @@ class Settings:
             response_language=reader.choice("RESPONSE_LANGUAGE", "en", LANGUAGES),
             upstream_timeout_seconds=reader.number("UPSTREAM_TIMEOUT_SECONDS", 120.0),
             optimizer_timeout_seconds=reader.number("OPTIMIZER_TIMEOUT_SECONDS", 20.0),
+            retry_backoff_seconds=reader.number("RETRY_BACKOFF_SECONDS", 0.5),
             sse_keepalive_seconds=reader.number("SSE_KEEPALIVE_SECONDS", 10.0),
             max_concurrent_generations=reader.integer(
                 "MAX_CONCURRENT_GENERATIONS", 64, minimum=1, maximum=4096
@@ -101,6 +103,8 @@ class Settings:
             rate_limit=reader.text("RATE_LIMIT"),
             rate_limit_storage_uri=reader.text("RATE_LIMIT_STORAGE_URI", "memory://"),
         )
+        if settings.rate_limit:
+            _check_rate_limit(settings.rate_limit)
         if settings.prompt_optimization and not settings.optimizer_enabled:
             raise ConfigError(
                 "PROMPT_OPTIMIZATION is on but EXTERNAL_API_BASE and EXTERNAL_MODEL are not both set"
@@ -117,6 +121,16 @@ class Settings:
             "prompt_optimization": self.optimizer_enabled,
             "external_api_key": "set" if self.external_api_key else "unset",
         }
+
+
+def _check_rate_limit(value: str) -> None:
+    from limits import parse_many  # Flask-Limiter's own parser
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"RATE_LIMIT must look like 60/minute or 10/second;100/hour "
+                          f"(got {value!r})") from None
 
 
 class _EnvReader:

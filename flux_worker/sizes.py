@@ -36,10 +36,11 @@ _CONTEXT_BEFORE = {
     "at", "@", "around", "about", "by", "until", "till", "before", "after", "from", "since",
     "to", "score", "scored", "scores", "won", "lost", "beat", "beats", "verse", "chapter",
     "ch", "psalm", "psalms", "john", "genesis", "exodus", "matthew", "mark", "luke", "acts",
-    "romans", "proverbs", "isaiah", "revelation", "corinthians", "um", "à", "a las", "в",
+    "romans", "proverbs", "isaiah", "revelation", "corinthians", "um", "à", "las", "в",
 }
 _CONTEXT_AFTER = {"am", "pm", "a.m.", "p.m.", "o'clock", "h", "hrs", "uhr", "heures", "utc"}
 
+_END_PUNCTUATION = ".!?。！？"
 _TOKEN = re.compile(r"(?<![\w:.,/-])(\d{1,4})\s?[:：]\s?(\d{1,4})(?![\w:/]|[.,-]\d)")
 _EXPLICIT = re.compile(r"(?:^|\s)--(?:ar|aspect)\s+(\S+)", re.IGNORECASE)
 _NEGATIVE = re.compile(r"(?:^|\s)--no\s+(.+?)(?=\s--\w|$)", re.IGNORECASE)
@@ -76,7 +77,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
     for match in _TOKEN.finditer(text):
         ratio = Ratio(int(match.group(1)), int(match.group(2)))
-        at_end = not text[match.end():].strip()
+        at_end = not text[match.end():].strip().strip(_END_PUNCTUATION)
         followed_by_space = text[match.end():match.end() + 1].isspace()
         if not (at_end or (followed_by_space and ratio in SEED_SIZES)):
             continue
@@ -109,7 +110,8 @@ def _looks_like_time(text: str, match: re.Match) -> bool:
 
 
 def _cut(text: str, start: int, end: int) -> str:
-    return " ".join((text[:start] + " " + text[end:]).split())
+    joined = " ".join((text[:start] + " " + text[end:]).split())
+    return re.sub(r"\s+([" + _END_PUNCTUATION + r"])$", r"\1", joined)
 
 
 def size_for(ratio: Ratio | None, model: ImageModel) -> tuple[int, int]:
