@@ -1,4 +1,5 @@
-"""What the Cloudflare REST clients share: the call, its faults, its envelope."""
+"""What the Cloudflare REST clients share: the error envelope and the failures
+every Cloudflare API answers the same way."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import logging
 
 import requests
 
-from .errors import RateLimited, UpstreamError, UpstreamTimeout
+from .errors import RateLimited, UpstreamError, UpstreamMisconfigured, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 AUTH_CODES = {10000, 9106, 9109}  # "Authentication error" and friends
+UNROUTABLE_CODES = {7003, 10013}  # no such account / namespace
 
 
 def envelope_errors(response: requests.Response) -> list[tuple[int | None, str]]:
@@ -38,9 +40,15 @@ def raise_for_common_failure(response: requests.Response, service: str) -> None:
     if status in (401, 403) and (status == 401 or codes & AUTH_CODES or not codes):
         log.error("%s refused the server's Cloudflare credentials (HTTP %s, codes %s): "
                   "check CF_API_TOKEN and CF_ACCOUNT_ID", service, status, sorted(c for c in codes if c))
-        raise UpstreamError(f"{service} refused this server's Cloudflare credentials "
-                            "(the operator must check CF_API_TOKEN and CF_ACCOUNT_ID; "
-                            "your API key is fine).", code="upstream_auth_failed")
+        raise UpstreamMisconfigured(f"{service} refused this server's Cloudflare credentials "
+                                    "(the operator must check CF_API_TOKEN and CF_ACCOUNT_ID; "
+                                    "your API key is fine).", code="upstream_auth_failed")
+    if status == 404 and is_unroutable(response):
+        log.error("%s could not route the request (codes %s): check CF_ACCOUNT_ID%s",
+                  service, sorted(codes), " and CF_KV_NAMESPACE_ID" if 10013 in codes else "")
+        raise UpstreamMisconfigured(f"{service} does not know this server's Cloudflare account "
+                                    "or namespace (the operator must check CF_ACCOUNT_ID and "
+                                    "CF_KV_NAMESPACE_ID).")
     if status == 429:
         raise RateLimited(f"{service} is rate limiting this server; try again shortly.",
                           retry_after=retry_after_seconds(response))
@@ -48,6 +56,11 @@ def raise_for_common_failure(response: requests.Response, service: str) -> None:
         raise UpstreamTimeout(f"{service} timed out.")
     if status >= 500:
         raise UpstreamError(f"{service} failed (HTTP {status}).")
+
+
+def is_unroutable(response: requests.Response) -> bool:
+    """True for a 404 about the account or namespace, not about a key."""
+    return any(code in UNROUTABLE_CODES for code, _ in envelope_errors(response))
 
 
 def retry_after_seconds(response: requests.Response, default: int = 30) -> int:

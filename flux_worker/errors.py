@@ -79,6 +79,14 @@ class UpstreamError(FluxWorkerError):
     retryable = True
 
 
+class UpstreamMisconfigured(UpstreamError):
+    """Cloudflare refused this server's own settings (token, account, namespace):
+    only the operator can fix it, so clients must not retry."""
+
+    code = "upstream_misconfigured"
+    retryable = False
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"

@@ -43,8 +43,8 @@ class KVClient:
         response = http_session.call(
             self._session, "GET", self._url + quote(key, safe=""), service=SERVICE,
             timeout=self._timeout, headers={**self._headers, "Accept": "application/octet-stream"})
-        if response.status_code == 404:
-            return None
+        if response.status_code == 404 and not cloudflare.is_unroutable(response):
+            return None  # missing or expired (code 10009)
         if response.status_code != 200:
             self._raise(response)
         return response.content
