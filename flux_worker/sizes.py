@@ -29,7 +29,8 @@ SEED_SIZES: dict[Ratio, tuple[int, int]] = {
     Ratio(9, 16): (576, 1024),
 }
 DEFAULT_RATIO = Ratio(1, 1)
-# Ratios people write that would otherwise look like a time of day.
+# Ratios people write that would otherwise look like a time of day (the seed's
+# own ratios, such as 9:16, always count as ratios unless a word says time).
 _COMMON_TWO_DIGIT = {Ratio(16, 10), Ratio(10, 16), Ratio(21, 10), Ratio(32, 10)}
 # A word just before "10:30" that makes it a time, score or verse, not a ratio.
 _CONTEXT_BEFORE = {
@@ -104,7 +105,8 @@ def _looks_like_time(text: str, match: re.Match) -> bool:
         return True
     ratio = Ratio(int(match.group(1)), int(minutes))
     if minutes.startswith("0") or (len(minutes) == 2 and int(match.group(1)) <= 24
-                                   and int(minutes) < 60 and ratio not in _COMMON_TWO_DIGIT):
+                                   and int(minutes) < 60 and ratio not in _COMMON_TWO_DIGIT
+                                   and ratio not in SEED_SIZES):
         return True
     return False
 

@@ -149,6 +149,7 @@ class FakeCloudflare:
         self.calls: list[Call] = []
         self._faults: dict[str, list[Fault]] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
+        self._kv_ttls: dict[str, int | None] = {}
         self._images: dict[tuple, bytes] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -157,7 +158,7 @@ class FakeCloudflare:
     # lifecycle
     def start(self) -> "FakeCloudflare":
         handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
         server.request_queue_size = 1024
         server.daemon_threads = True
         server.server_bind()
@@ -199,6 +200,7 @@ class FakeCloudflare:
             self.calls.clear()
             self._faults.clear()
             self._kv.clear()
+            self._kv_ttls.clear()
         self.latency = 0.0
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
 
@@ -218,11 +220,10 @@ class FakeCloudflare:
             return None
         return entry[0]
 
-    def kv_ttl(self, key: str) -> float | None:
-        """Seconds left before the key expires (None: never, or missing)."""
+    def kv_ttl(self, key: str) -> int | None:
+        """The expiration_ttl the key was last written with (None: none given)."""
         with self._lock:
-            entry = self._kv.get(key)
-        return None if entry is None or entry[1] is None else entry[1] - time.time()
+            return self._kv_ttls.get(key)
 
     # internals used by the handler
     def _record(self, call: Call) -> Fault | None:
@@ -244,6 +245,14 @@ class FakeCloudflare:
             with self._lock:
                 self._images[key] = cached
         return cached
+
+
+class _Server(ThreadingHTTPServer):
+    """Names its connection threads so tests can tell them from the app's."""
+
+    def process_request(self, request, client_address) -> None:
+        threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                         name="fake-cloudflare-connection", daemon=True).start()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -423,6 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
                 expires = time.time() + int(ttl)
             with fake._lock:
                 fake._kv[key] = (call.body, expires)
+                fake._kv_ttls[key] = int(ttl) if ttl is not None else None
             return self._send(200, envelope({}))
         value = fake.kv_value(key)
         if value is None:

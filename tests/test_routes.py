@@ -84,7 +84,8 @@ class TestModels:
     def test_image_models_setting_restricts_the_list(self, make_app):
         client = make_app(image_models=("@cf/lykon/dreamshaper-8-lcm",)).test_client()
         ids = [m["id"] for m in client.get("/v1/models", headers=AUTH).json["data"]]
-        assert ids == ["@cf/lykon/dreamshaper-8-lcm", "@cf/black-forest-labs/flux-1-schnell"]
+        # The default model comes first: clients that take the first one get it.
+        assert ids == ["@cf/black-forest-labs/flux-1-schnell", "@cf/lykon/dreamshaper-8-lcm"]
 
 
 class TestChat:
@@ -247,7 +248,7 @@ class TestUpstreamFailures:
     def test_refused_credentials_are_502_and_name_no_secret(self, make_app, fake):
         client = make_app(cf_api_token="wrong-token-value").test_client()
         response = client.post("/v1/chat/completions", headers=AUTH, json=CAT)
-        assert_error(response, 502, "upstream_auth_failed", retry="true")
+        assert_error(response, 502, "upstream_auth_failed", retry="false")
         assert "wrong-token-value" not in response.get_data(as_text=True)
         assert "your API key is fine" in response.json["error"]["message"]
 
