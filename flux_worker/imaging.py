@@ -26,18 +26,6 @@ def sniff_content_type(data: bytes) -> str | None:
     return None
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """Return (width, height) read from the image header.
-
-    :raises UpstreamError: when the bytes are not an image Pillow can read.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UpstreamError("Workers AI returned data that is not an image.") from exc
-
-
 def fit_to_size(data: bytes, width: int, height: int) -> bytes:
     """Return the image at exactly width x height, in its original format.
 
