@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from .errors import InvalidRequest
@@ -79,10 +80,10 @@ def housekeeping_reply(prompt: str, messages: list) -> str:
     if _TASK.search(prompt):
         lowered = prompt.lower()
         if "follow" in lowered:
-            return '{"follow_ups": []}'
+            return json.dumps({"follow_ups": []})
         if "tag" in lowered and "title" not in lowered:
-            return '{"tags": ["Image generation"]}'
-        return '{"title": "%s"}' % title.replace('"', "'")
+            return json.dumps({"tags": ["Image generation"]})
+        return json.dumps({"title": title}, ensure_ascii=False)
     return title
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Mapping
 
+from .models import REGISTRY
+
 DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
 KV_MIN_TTL = 60  # Workers KV refuses expiration_ttl under 60 seconds
@@ -82,8 +84,9 @@ class Settings:
             cf_kv_namespace_id=reader.text("CF_KV_NAMESPACE_ID"),
             image_store_path=reader.text("IMAGE_STORE_PATH", "data/images.sqlite3"),
             image_expiration=reader.integer("IMAGE_EXPIRATION", 1800, minimum=1),
-            flux_model=reader.text("FLUX_MODEL", DEFAULT_FLUX_MODEL),
-            image_models=reader.csv("IMAGE_MODELS"),
+            flux_model=_model_id(reader.text("FLUX_MODEL", DEFAULT_FLUX_MODEL), "FLUX_MODEL"),
+            image_models=tuple(_model_id(name, "IMAGE_MODELS")
+                               for name in reader.csv("IMAGE_MODELS")),
             flux_num_steps=reader.integer("FLUX_NUM_STEPS", 4, minimum=1, maximum=8),
             prompt_optimization=optimization,
             external_api_base=reader.url("EXTERNAL_API_BASE", ""),
@@ -121,6 +124,14 @@ class Settings:
             "prompt_optimization": self.optimizer_enabled,
             "external_api_key": "set" if self.external_api_key else "unset",
         }
+
+
+def _model_id(value: str, variable: str) -> str:
+    """Return the registry id for a model id or its short name (flux-2-dev)."""
+    for model_id in REGISTRY:
+        if value in (model_id, model_id.rsplit("/", 1)[-1]):
+            return model_id
+    raise ConfigError(f"{variable} names an unknown model {value!r}; known: {', '.join(REGISTRY)}")
 
 
 def _check_rate_limit(value: str) -> None:

@@ -1,0 +1,142 @@
+"""The image stores: the same contract for the embedded SQLite store and for
+Workers KV (through the fake Cloudflare), plus the memory cache."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+import fake_cloudflare as cf
+from flux_worker.http_session import make_retry, make_session
+from flux_worker.kv import KVClient
+from flux_worker.store import KVImageStore, MemoryCache, ResilientStore, SQLiteImageStore
+
+JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
+PNG = b"\x89PNG\r\n\x1a\n" + b"png body"
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def kv_client(fake) -> KVClient:
+    return KVClient(api_base=fake.api_base, account_id=cf.ACCOUNT_ID, namespace_id=cf.NAMESPACE_ID,
+                    api_token=cf.API_TOKEN, session=make_session(4, make_retry(backoff=0)))
+
+
+@pytest.fixture(params=["sqlite", "kv"])
+def store(request, tmp_path, fake):
+    if request.param == "sqlite":
+        return SQLiteImageStore(str(tmp_path / "deep" / "dir" / "images.sqlite3"))
+    return KVImageStore(kv_client(fake))
+
+
+class TestContract:
+    def test_round_trip_with_the_type_of_the_bytes(self, store):
+        store.put("key-jpeg", JPEG, 600)
+        store.put("key-png", PNG, 600)
+        assert store.get("key-jpeg").data == JPEG
+        assert store.get("key-jpeg").content_type == "image/jpeg"
+        assert store.get("key-png").content_type == "image/png"
+
+    def test_missing_key_is_none(self, store):
+        assert store.get("never-written") is None
+
+    def test_overwrite_keeps_the_last_value(self, store):
+        store.put("k", JPEG, 600)
+        store.put("k", PNG, 600)
+        assert store.get("k").data == PNG
+
+
+class TestSQLite:
+    def test_expired_images_are_gone_and_purged(self, tmp_path):
+        clock = Clock()
+        store = SQLiteImageStore(str(tmp_path / "i.sqlite3"), clock=clock)
+        store.put("old", JPEG, 10)
+        clock.now += 11
+        assert store.get("old") is None
+        store.put("new", PNG, 10)  # writing purges what has expired
+        with sqlite3.connect(tmp_path / "i.sqlite3") as db:
+            assert [row[0] for row in db.execute("SELECT key FROM images")] == ["new"]
+
+    def test_survives_a_restart(self, tmp_path):
+        SQLiteImageStore(str(tmp_path / "i.sqlite3")).put("k", JPEG, 600)
+        assert SQLiteImageStore(str(tmp_path / "i.sqlite3")).get("k").data == JPEG
+
+    def test_shared_by_processes(self, tmp_path):
+        path = str(tmp_path / "i.sqlite3")
+        SQLiteImageStore(path)
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            pool.starmap(_write, [(path, f"k{i}") for i in range(40)])
+        store = SQLiteImageStore(path)
+        assert all(store.get(f"k{i}").data == JPEG for i in range(40))
+
+
+def _write(path: str, key: str) -> None:
+    SQLiteImageStore(path).put(key, JPEG, 600)
+
+
+class TestKV:
+    def test_ttl_is_never_below_kvs_minimum(self, fake):
+        KVImageStore(kv_client(fake)).put("short", JPEG, 5)
+        assert fake.kv_ttl("short") == 60
+        assert fake.kv_value("short") == JPEG
+
+    def test_keys_are_url_quoted(self, fake):
+        client = kv_client(fake)
+        client.put("a/b?c", PNG, 120)
+        assert fake.kv_value("a/b?c") == PNG
+        assert client.get("a/b?c") == PNG
+
+
+class TestMemoryCache:
+    def test_bounded_in_bytes_least_recent_out(self):
+        cache = MemoryCache(max_bytes=30)
+        cache.put("a", b"x" * 10, 60)
+        cache.put("b", b"y" * 10, 60)
+        cache.get("a")  # a is now the most recent
+        cache.put("c", b"z" * 15, 60)
+        assert cache.get("b") is None
+        assert cache.get("a") == b"x" * 10 and cache.get("c") == b"z" * 15
+
+    def test_too_big_is_not_cached(self):
+        cache = MemoryCache(max_bytes=5)
+        cache.put("a", b"123456", 60)
+        assert cache.get("a") is None
+
+    def test_expires(self):
+        clock = Clock()
+        cache = MemoryCache(max_bytes=100, clock=clock)
+        cache.put("a", b"1", 10)
+        clock.now += 10
+        assert cache.get("a") is None
+
+
+class TestResilientStore:
+    def make(self, fake, tmp_path) -> ResilientStore:
+        return ResilientStore(KVImageStore(kv_client(fake)),
+                              SQLiteImageStore(str(tmp_path / "f.sqlite3")), MemoryCache(1 << 20))
+
+    def test_kv_gets_the_image_and_sqlite_does_not(self, fake, tmp_path):
+        self.make(fake, tmp_path).put("k", JPEG, 600)
+        assert fake.kv_value("k") == JPEG
+        assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k") is None
+
+    def test_kv_write_failure_lands_in_sqlite(self, fake, tmp_path):
+        fake.inject("kv_put", *[cf.status(500)] * 4)
+        self.make(fake, tmp_path).put("k", JPEG, 600)
+        assert fake.kv_value("k") is None
+        assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
+
+    def test_a_refused_namespace_also_falls_back(self, fake, tmp_path):
+        fake.inject("kv_put", cf.status(404, [(10013, "namespace not found")]))
+        store = self.make(fake, tmp_path)
+        store.put("k", JPEG, 600)
+        assert len(fake.calls_to("kv_put")) == 1  # not retried: it cannot help
+        assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
