@@ -54,9 +54,18 @@ class PromptOptimizer:
             text = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise UpstreamError(f"{SERVICE} returned an unexpected answer.") from None
-        if not isinstance(text, str) or not text.strip():
+        text = _unquote(text.strip()) if isinstance(text, str) else ""
+        if not text:
             raise UpstreamError(f"{SERVICE} returned an empty prompt.")
-        return text.strip().strip('"').strip()
+        return text
 
     def close(self) -> None:
         self._session.close()
+
+
+def _unquote(text: str) -> str:
+    """Drop one pair of quotes wrapped around the whole answer, and only that:
+    a prompt may end in quoted text (a sign that reads "OPEN")."""
+    if len(text) >= 2 and text[0] == text[-1] == '"' and '"' not in text[1:-1]:
+        return text[1:-1].strip()
+    return text

@@ -40,7 +40,8 @@ class Gunicorn:
         full_env = {**os.environ, **env, "PORT": str(self.port),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(procfile_command(), shell=True, cwd=ROOT, env=full_env,
+        # exec: the shell becomes gunicorn, so process.pid is gunicorn's master.
+        self.process = subprocess.Popen("exec " + procfile_command(), shell=True, cwd=ROOT, env=full_env,
                                         stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         self._wait_ready()
