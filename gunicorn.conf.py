@@ -12,7 +12,7 @@ import os
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
-threads = int(os.environ.get("GUNICORN_THREADS") or 64)
+threads = int(os.environ.get("GUNICORN_THREADS") or 128)
 # gthread workers heartbeat while requests run, so this only catches a
 # truly stuck worker; it never cuts a long stream.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 120)

@@ -93,10 +93,26 @@ def burst(url: str, concurrency: int, stream: bool) -> dict:
     return {"results": results, "wall": wall}
 
 
+def gunicorn_pids(master_pid: int) -> list[int]:
+    return [master_pid] + [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()]
+
+
+def cpu_seconds(master_pid: int) -> float:
+    """User + system CPU time used so far by the gunicorn master and workers."""
+    total = 0
+    for pid in gunicorn_pids(master_pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(master_pid: int) -> dict[str, float]:
     """VmHWM (peak resident set) of the gunicorn master and each worker."""
-    pids = [master_pid] + [int(p) for p in subprocess.run(
-        ["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()]
+    pids = gunicorn_pids(master_pid)
     peaks = {}
     for pid in pids:
         try:
@@ -148,14 +164,17 @@ def main() -> None:
         report["bursts"] = []
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for stream in (False, True):
+                cpu_before = cpu_seconds(server.process.pid)
                 outcome = burst(server.url, concurrency, stream)
+                cpu_used = cpu_seconds(server.process.pid) - cpu_before
                 results = outcome["results"]
                 ok = [r for r in results if r["ok"]]
                 row = {"concurrency": concurrency, "stream": stream, "ok": len(ok),
                        "statuses": sorted({r["status"] for r in results}),
                        "wall_s": outcome["wall"], "efficiency": latency / outcome["wall"],
                        "throughput_rps": len(ok) / outcome["wall"],
-                       "ideal_rps": concurrency / latency}
+                       "ideal_rps": concurrency / latency,
+                       "service_cpu_ms_per_request": cpu_used * 1000 / concurrency}
                 if stream and ok:
                     ttfc = [r["ttfc"] * 1000 for r in ok]
                     row["ttfc_ms"] = {"p50": percentile(ttfc, 50), "p95": percentile(ttfc, 95)}
@@ -179,14 +198,16 @@ def print_markdown(report: dict) -> None:
     print(f"| service | {service['median']:.1f} | {service['p99']:.1f} |")
     print(f"| added | {added['median']:.1f} ({added['median'] / latency_ms:.2%} of L) | "
           f"{added['p99']:.1f} ({added['p99'] / latency_ms:.2%} of L) |\n")
-    print("| concurrency | mode | ok | wall s | efficiency L/wall | req/s (ideal) | first content p50 / p95 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| concurrency | mode | ok | wall s | efficiency L/wall | req/s (ideal) "
+          "| first content p50 / p95 ms | service CPU ms/request |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in report["bursts"]:
         ttfc = row.get("ttfc_ms")
         ttfc_text = f"{ttfc['p50']:.0f} / {ttfc['p95']:.0f}" if ttfc else "—"
         print(f"| {row['concurrency']} | {'stream' if row['stream'] else 'non-stream'} | "
               f"{row['ok']}/{row['concurrency']} | {row['wall_s']:.2f} | {row['efficiency']:.2f} | "
-              f"{row['throughput_rps']:.1f} ({row['ideal_rps']:.1f}) | {ttfc_text} |")
+              f"{row['throughput_rps']:.1f} ({row['ideal_rps']:.1f}) | {ttfc_text} | "
+              f"{row['service_cpu_ms_per_request']:.1f} |")
     print("\n| process | peak RSS MB |\n|---|---|")
     for name, value in report["peak_rss_mb"].items():
         print(f"| {name} | {value:.1f} |")

@@ -82,3 +82,18 @@ def call(session: requests.Session, method: str, url: str, *, service: str,
         # The exception text may hold the URL (account id); keep it out of replies.
         log.warning("%s unreachable: %s", service, type(exc).__name__)
         raise UpstreamError(f"{service} could not be reached.") from exc
+
+
+def read_body(response: requests.Response, service: str) -> bytes:
+    """Read the body of a response made with ``stream=True``, translating faults.
+
+    :raises UpstreamTimeout: when the body stopped arriving in time.
+    :raises UpstreamError: when the connection broke while reading.
+    """
+    try:
+        return response.content
+    except requests.Timeout as exc:
+        raise UpstreamTimeout(f"{service} did not answer in time.") from exc
+    except requests.RequestException as exc:
+        log.warning("%s answer cut off: %s", service, type(exc).__name__)
+        raise UpstreamError(f"{service} answer was cut off.") from exc

@@ -44,8 +44,8 @@ class Settings:
     connect_timeout_seconds: float = 10.0
     retry_backoff_seconds: float = 0.5  # first retry waits about this long, then doubles
     sse_keepalive_seconds: float = 10.0
-    max_concurrent_generations: int = 64
-    image_cache_bytes: int = 64 * 1024 * 1024
+    max_concurrent_generations: int = 128
+    image_cache_bytes: int = 32 * 1024 * 1024
     rate_limit: str = ""
     rate_limit_storage_uri: str = "memory://"
     max_body_bytes: int = 1024 * 1024
@@ -100,9 +100,9 @@ class Settings:
             retry_backoff_seconds=reader.number("RETRY_BACKOFF_SECONDS", 0.5),
             sse_keepalive_seconds=reader.number("SSE_KEEPALIVE_SECONDS", 10.0),
             max_concurrent_generations=reader.integer(
-                "MAX_CONCURRENT_GENERATIONS", 64, minimum=1, maximum=4096
+                "MAX_CONCURRENT_GENERATIONS", 128, minimum=1, maximum=4096
             ),
-            image_cache_bytes=reader.integer("IMAGE_CACHE_BYTES", 64 * 1024 * 1024, minimum=0),
+            image_cache_bytes=reader.integer("IMAGE_CACHE_BYTES", 32 * 1024 * 1024, minimum=0),
             rate_limit=reader.text("RATE_LIMIT"),
             rate_limit_storage_uri=reader.text("RATE_LIMIT_STORAGE_URI", "memory://"),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from dataclasses import dataclass
 
 import requests
@@ -14,6 +15,11 @@ from .imaging import sniff_content_type
 from .models import BASE64, MULTIPART, ImageModel
 
 SERVICE = "Workers AI"
+# Answers read and decoded at once per process. Reading, JSON and base64 are
+# CPU work that holds the GIL, so more at once is no faster; but each holds a
+# few times the image in memory, so a burst of answers arriving together
+# would otherwise multiply the peak memory by the number of requests.
+BODY_SLOTS = 4
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class WorkersAIClient:
         self._headers = {"Authorization": f"Bearer {api_token}"}
         self._session = session
         self._timeout = (connect_timeout, timeout)
+        self._body_slots = threading.BoundedSemaphore(BODY_SLOTS)
 
     def generate(self, model: ImageModel, inputs: dict[str, object]) -> GeneratedImage:
         """Run the model and return the image it made.
@@ -46,11 +53,16 @@ class WorkersAIClient:
             body = {"files": {name: (None, str(value)) for name, value in inputs.items()}}
         else:
             body = {"json": inputs}
+        # stream=True: the wait for the image holds no memory; the body is
+        # read only once a slot is free (until then it waits in the socket).
         response = http_session.call(self._session, "POST", self._url + model.id, service=SERVICE,
-                                   timeout=self._timeout, headers=self._headers, **body)
-        if response.status_code != 200:
-            _raise_for_failure(response)
-        data = _image_bytes(response, model)
+                                     timeout=self._timeout, headers=self._headers, stream=True,
+                                     **body)
+        with self._body_slots:
+            http_session.read_body(response, SERVICE)
+            if response.status_code != 200:
+                _raise_for_failure(response)
+            data = _image_bytes(response, model)
         content_type = sniff_content_type(data)
         if content_type is None:
             raise UpstreamError("Workers AI returned data that is not an image.")
