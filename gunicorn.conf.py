@@ -24,3 +24,24 @@ preload_app = True
 accesslog = None  # the app logs one line per request, with its request ID
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def _return_freed_image_buffers_to_the_os() -> None:
+    """Give large buffers (image bodies, base64 text) their own memory maps.
+
+    glibc otherwise raises its mmap threshold after the first large free and
+    serves later megabyte buffers from per-thread heaps that rarely shrink,
+    so a burst of images leaves each worker's memory high for good. A fixed
+    threshold also turns off that adjustment. Workers inherit it by fork.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+_return_freed_image_buffers_to_the_os()

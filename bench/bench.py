@@ -164,9 +164,10 @@ def main() -> None:
         report["bursts"] = []
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             for stream in (False, True):
-                cpu_before = cpu_seconds(server.process.pid)
+                cpu_before, client_before = cpu_seconds(server.process.pid), time.process_time()
                 outcome = burst(server.url, concurrency, stream)
                 cpu_used = cpu_seconds(server.process.pid) - cpu_before
+                client_used = time.process_time() - client_before
                 results = outcome["results"]
                 ok = [r for r in results if r["ok"]]
                 row = {"concurrency": concurrency, "stream": stream, "ok": len(ok),
@@ -174,7 +175,8 @@ def main() -> None:
                        "wall_s": outcome["wall"], "efficiency": latency / outcome["wall"],
                        "throughput_rps": len(ok) / outcome["wall"],
                        "ideal_rps": concurrency / latency,
-                       "service_cpu_ms_per_request": cpu_used * 1000 / concurrency}
+                       "service_cpu_ms_per_request": cpu_used * 1000 / concurrency,
+                       "client_cpu_ms_per_request": client_used * 1000 / concurrency}
                 if stream and ok:
                     ttfc = [r["ttfc"] * 1000 for r in ok]
                     row["ttfc_ms"] = {"p50": percentile(ttfc, 50), "p95": percentile(ttfc, 95)}
@@ -199,7 +201,7 @@ def print_markdown(report: dict) -> None:
     print(f"| added | {added['median']:.1f} ({added['median'] / latency_ms:.2%} of L) | "
           f"{added['p99']:.1f} ({added['p99'] / latency_ms:.2%} of L) |\n")
     print("| concurrency | mode | ok | wall s | efficiency L/wall | req/s (ideal) "
-          "| first content p50 / p95 ms | service CPU ms/request |")
+          "| first content p50 / p95 ms | CPU ms/request: service, load client |")
     print("|---|---|---|---|---|---|---|---|")
     for row in report["bursts"]:
         ttfc = row.get("ttfc_ms")
@@ -207,7 +209,7 @@ def print_markdown(report: dict) -> None:
         print(f"| {row['concurrency']} | {'stream' if row['stream'] else 'non-stream'} | "
               f"{row['ok']}/{row['concurrency']} | {row['wall_s']:.2f} | {row['efficiency']:.2f} | "
               f"{row['throughput_rps']:.1f} ({row['ideal_rps']:.1f}) | {ttfc_text} | "
-              f"{row['service_cpu_ms_per_request']:.1f} |")
+              f"{row['service_cpu_ms_per_request']:.1f}, {row['client_cpu_ms_per_request']:.1f} |")
     print("\n| process | peak RSS MB |\n|---|---|")
     for name, value in report["peak_rss_mb"].items():
         print(f"| {name} | {value:.1f} |")

@@ -43,22 +43,23 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     pool_size = settings.max_concurrent_generations
 
-    def session():
-        return make_session(pool_size, make_retry(backoff=settings.retry_backoff_seconds))
+    def session(base_url: str):
+        return make_session(pool_size, make_retry(backoff=settings.retry_backoff_seconds),
+                            base_url)
 
     catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps)
     workers_ai = None
     if settings.workers_ai_configured:
         workers_ai = WorkersAIClient(
             api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-            api_token=settings.cf_api_token, session=session(),
+            api_token=settings.cf_api_token, session=session(settings.cf_api_base),
             timeout=settings.upstream_timeout_seconds,
             connect_timeout=settings.connect_timeout_seconds)
     store = SQLiteImageStore(settings.image_store_path)
     if settings.uses_kv:
         kv = KVClient(api_base=settings.cf_api_base, account_id=settings.cf_account_id,
                       namespace_id=settings.cf_kv_namespace_id, api_token=settings.cf_api_token,
-                      session=session(),
+                      session=session(settings.cf_api_base),
                       connect_timeout=settings.connect_timeout_seconds)
         store = ResilientStore(KVImageStore(kv), fallback=store,
                                cache=MemoryCache(settings.image_cache_bytes))
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         optimizer = PromptOptimizer(
             api_base=settings.external_api_base, model=settings.external_model,
             api_key=settings.external_api_key, system_message=settings.system_message,
-            session=session(), timeout=settings.optimizer_timeout_seconds)
+            session=session(settings.external_api_base),
+            timeout=settings.optimizer_timeout_seconds)
     images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)

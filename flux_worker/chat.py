@@ -108,13 +108,13 @@ def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
 
 def produce(service: ImageService, plan: ChatPlan, image_base_url: str,
             emit: Callable[[str], None]) -> None:
-    """Run the slow path, emitting each piece of the reply as it becomes true.
+    """Run the slow path, emitting each piece of the reply after the opening
+    as it becomes true.
 
     :raises FluxWorkerError: when the image could not be made.
     """
     job, reply = plan.job, plan.reply
     timings: dict[str, float] = {}
-    emit(reply.opening())
     started = time.monotonic()
     optimized = service.optimize(job.prompt, job.width, job.height)
     timings["optimize_ms"] = (time.monotonic() - started) * 1000
@@ -131,10 +131,10 @@ def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict
 
     :raises FluxWorkerError: when the image could not be made.
     """
-    pieces: list[str] = []
     if plan.text is not None:
-        pieces.append(plan.text)
+        pieces = [plan.text]
     else:
+        pieces = [plan.reply.opening()]
         service.submit(lambda: produce(service, plan, image_base_url, pieces.append)).result()
     return openai_format.chat_completion(id=openai_format.completion_id(), model=plan.model.id,
                                          content="".join(pieces), prompt=plan.chat.prompt)
@@ -178,12 +178,17 @@ def stream(service: ImageService, plan: ChatPlan, image_base_url: str,
 
     if plan.text is not None:
         return _text_stream(chunks, plan, plan.text)
+    # What is known already goes out from this thread, before any upstream call.
+    opening = plan.reply.opening()
+    pieces.append(opening)
     service.submit(work)
-    return _frames(sse.event(chunks.role()), channel, keepalive_seconds)
+    return _frames([sse.event(chunks.role()), sse.event(chunks.content(opening))], channel,
+                   keepalive_seconds)
 
 
-def _frames(first: str, channel: sse.EventChannel, keepalive_seconds: float) -> Iterator[str]:
-    yield first
+def _frames(first: list[str], channel: sse.EventChannel,
+            keepalive_seconds: float) -> Iterator[str]:
+    yield "".join(first)  # one write: role and opening leave together
     yield from channel.frames(keepalive_seconds)
 
 

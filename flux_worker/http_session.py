@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -56,9 +57,21 @@ def make_retry(retries: int = 3, backoff: float = 0.5, max_wait: float = 8.0) ->
     )
 
 
-def make_session(pool_size: int = 10, retry: Retry | None = None) -> requests.Session:
-    """Return a Session with pooled connections, retries and our User-Agent."""
+def make_session(pool_size: int = 10, retry: Retry | None = None,
+                 base_url: str | None = None) -> requests.Session:
+    """Return a Session with pooled connections, retries and our User-Agent.
+
+    With ``base_url`` (every call goes under it), the proxy and CA settings of
+    the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) are read once
+    here: requests would otherwise scan the whole environment on every call,
+    the largest CPU cost of a call after the network itself.
+    """
     session = requests.Session()
+    if base_url:
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(base_url))
+        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                          or True)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
                           max_retries=retry if retry is not None else make_retry())
     session.mount("http://", adapter)

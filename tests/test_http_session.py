@@ -263,3 +263,24 @@ class TestTransportRetriesOnLoopback:
                               json={})
         assert type(excinfo.value) is UpstreamError
         assert loopback.accepted == 4
+
+
+class TestEnvironmentReadOnce:
+    """Proxy and CA settings are read when the session is made, not per call."""
+
+    def test_proxy_for_the_base_url_and_no_proxy(self, monkeypatch):
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+        monkeypatch.setenv("NO_PROXY", "internal.example")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/custom.pem")
+        s = http_session.make_session(2, base_url="https://api.cloudflare.com/client/v4")
+        assert s.trust_env is False
+        assert s.proxies["https"] == "http://proxy.example:3128"
+        assert s.verify == "/etc/ssl/custom.pem"
+        bypassed = http_session.make_session(2, base_url="https://internal.example/v1")
+        assert "https" not in bypassed.proxies
+
+    def test_environment_changes_after_start_are_not_read(self, monkeypatch):
+        s = http_session.make_session(2, base_url="https://api.cloudflare.com/client/v4")
+        monkeypatch.setenv("HTTPS_PROXY", "http://late.example:3128")
+        assert s.merge_environment_settings("https://api.cloudflare.com/x", {}, None, None,
+                                            None)["proxies"].get("https") is None
