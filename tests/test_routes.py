@@ -222,6 +222,17 @@ class TestImages:
         response = fetch_image(client, url)
         assert response.headers["Access-Control-Allow-Origin"] == "*"
 
+    def test_caching_headers_and_revalidation(self, client):
+        url = image_url(client.post("/v1/chat/completions", headers=AUTH, json=CAT).json[
+            "choices"][0]["message"]["content"])
+        first = fetch_image(client, url)
+        assert first.headers["X-Content-Type-Options"] == "nosniff"
+        assert "max-age=1800" in first.headers["Cache-Control"]
+        path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+        again = client.get(path, headers={"If-None-Match": first.headers["ETag"]})
+        assert again.status_code == 304 and again.data == b""
+        assert client.head(path).headers["Content-Type"] == "image/jpeg"
+
 
 class TestCors:
     def test_preflight_names_authorization(self, client):
