@@ -6,9 +6,10 @@ import json
 import re
 
 import pytest
+import responses
 
 import fake_cloudflare
-from flux_worker import create_app
+from flux_worker import create_app, http_session
 from flux_worker.settings import Settings
 from harness import API_KEY, Gunicorn, gunicorn_env
 
@@ -74,6 +75,21 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def rsps():
+    """A `responses` mock for unit tests of the HTTP clients."""
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def session():
+    """An upstream session as the app makes them, retrying without waiting."""
+    s = http_session.make_session(4, http_session.make_retry(backoff=0))
+    yield s
+    s.close()
 
 
 def parse_sse(text: str) -> tuple[list[object], list[str]]:

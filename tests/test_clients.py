@@ -11,7 +11,6 @@ import json
 
 import pytest
 import requests
-import responses
 from PIL import Image
 
 from flux_worker import cloudflare, http_session
@@ -67,19 +66,6 @@ def multipart_fields(request: requests.PreparedRequest) -> dict[str, str]:
     assert message.is_multipart()
     return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
             for part in message.get_payload()}
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def session():
-    s = http_session.make_session(4, http_session.make_retry(backoff=0))
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import threading
 
 import pytest
 import requests
-import responses
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPResponse
 from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
@@ -21,19 +20,6 @@ from flux_worker import __version__, http_session
 from flux_worker.errors import UpstreamError, UpstreamTimeout
 
 URL = "https://upstream.test/run"
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
-def session():
-    s = http_session.make_session(4, http_session.make_retry(backoff=0))
-    yield s
-    s.close()
 
 
 def call(session, method="POST", url=URL, **kwargs):
