@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ContentPolicyViolation, FluxWorkerError, NotConfigured, RateLimited
+from .errors import (ContentPolicyViolation, FluxWorkerError, InvalidRequest, NotConfigured,
+                     RateLimited)
 from .imaging import fit_to_size
 from .models import ImageModel
 from .optimizer import PromptOptimizer
@@ -97,11 +98,15 @@ class ImageService:
         """Take capacity for a request, before any response is started.
 
         :raises NotConfigured: when Workers AI credentials are missing.
+        :raises InvalidRequest: when more slots are asked than the cap holds.
         :raises RateLimited: when this process is at its cap.
         """
         if self.workers_ai is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
+        if slots > self.capacity.limit:  # would never fit: retrying cannot help
+            raise InvalidRequest(f"This server makes at most {self.capacity.limit} images at "
+                                 "once; ask for fewer.", param="n")
         if not self.capacity.try_acquire(slots):
             raise RateLimited("This server is busy with other images; try again in a few "
                               "seconds.", retry_after=5)

@@ -59,7 +59,11 @@ def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
 
     :raises InvalidRequest: for a bad size, or a prompt over the model's limit.
     """
-    parsed = parse_prompt(request.prompt)
+    try:
+        parsed = parse_prompt(request.prompt)
+    except InvalidRequest as exc:
+        exc.param = "prompt"  # here the prompt is its own field, not chat messages
+        raise
     ratio = ratio_from_size(request.size) if request.size else None
     ratio = ratio or parsed.ratio
     if not parsed.text:
@@ -69,7 +73,11 @@ def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
         raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
                              f"most {model.max_prompt_chars}.", param="prompt",
                              code="prompt_too_long")
-    width, height = size_for(ratio, model)
+    try:
+        width, height = size_for(ratio, model)
+    except InvalidRequest as exc:
+        exc.param = "size" if request.size else "prompt"
+        raise
     return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
                     negative_prompt=parsed.negative)
 
@@ -95,6 +103,10 @@ def generate(service: ImageService, request: ImagesRequest, job: ImageJob,
             image = future.result()
         except FluxWorkerError as exc:
             errors.append(exc)
+            continue
+        except Exception:  # a bug in one must not discard its paid-for siblings
+            log.exception("image generation failed")
+            errors.append(FluxWorkerError("The server had an internal error."))
             continue
         item: dict = {"revised_prompt": revised} if revised else {}
         if request.response_format == "b64_json":

@@ -61,7 +61,9 @@ def message_text(message: dict, index: int = 0) -> str:
 # summary, LibreChat's title. Answering them with an image would cost money.
 _TASK = re.compile(r"^\s*###\s*Task:", re.IGNORECASE)
 _HOUSEKEEPING = re.compile(
-    r"\bword(-or-less)? title\b"
+    # An instruction that opens the prompt, not a picture with a title in it
+    # ("A movie poster with a three word title" is a picture).
+    r"^\s*(please\s+)?(generate|write|create|suggest|give|make)\b.{0,60}\bword(-or-less)? title\b"
     r"|\btitle\b.{0,80}\b(for|of|summari[sz]ing) (the|this|our) (conversation|chat|discussion)"
     r"|\bsummari[sz]e (the|this|our) (discussion|conversation|chat)",
     re.IGNORECASE | re.DOTALL,

@@ -56,7 +56,7 @@ def read_json() -> object:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise InvalidRequest("The request body is not valid JSON.") from None
 
 

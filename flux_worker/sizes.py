@@ -42,9 +42,13 @@ _CONTEXT_BEFORE = {
 _CONTEXT_AFTER = {"am", "pm", "a.m.", "p.m.", "o'clock", "h", "hrs", "uhr", "heures", "utc"}
 
 _END_PUNCTUATION = ".!?。！？"
-_TOKEN = re.compile(r"(?<![\w:.,/-])(\d{1,4})\s?[:：]\s?(\d{1,4})(?![\w:/]|[.,-]\d)")
+# What may follow a ratio at the end of a prompt: punctuation, closing
+# brackets and quotes ("A cat (16:9)", "A cat 16:9…").
+_TRAILING = _END_PUNCTUATION + ",;…)]}\"'”’」』）"
+# Not \w before the number: "一只猫16:9" has a ratio after CJK text.
+_TOKEN = re.compile(r"(?<![0-9A-Za-z_:.,/-])(\d{1,4})\s?[:：]\s?(\d{1,4})(?![\w:/]|[.,-]\d)")
 _EXPLICIT = re.compile(r"(?:^|\s)--(?:ar|aspect)\s+(\S+)", re.IGNORECASE)
-_NEGATIVE = re.compile(r"(?:^|\s)--no\s+(.+?)(?=\s--\w|$)", re.IGNORECASE)
+_NEGATIVE = re.compile(r"(?:^|\s)--no\s+(.+?)(?=\s--\w|\n|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,14 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         text = _cut(text, match.start(), match.end())
     match = _EXPLICIT.search(text)
     if match:
-        ratio = _to_ratio(match.group(1))
+        ratio = _to_ratio(match.group(1).rstrip(_TRAILING))
         if ratio is None:
             raise InvalidRequest(f"--ar expects a ratio like 16:9, got {match.group(1)!r}",
                                  param="messages", code="invalid_aspect_ratio")
         return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
     for match in _TOKEN.finditer(text):
         ratio = Ratio(int(match.group(1)), int(match.group(2)))
-        at_end = not text[match.end():].strip().strip(_END_PUNCTUATION)
+        at_end = not text[match.end():].strip().strip(_TRAILING)
         followed_by_space = text[match.end():match.end() + 1].isspace()
         if not (at_end or (followed_by_space and ratio in SEED_SIZES)):
             continue
@@ -112,8 +116,14 @@ def _looks_like_time(text: str, match: re.Match) -> bool:
 
 
 def _cut(text: str, start: int, end: int) -> str:
-    joined = " ".join((text[:start] + " " + text[end:]).split())
-    return re.sub(r"\s+([" + _END_PUNCTUATION + r"])$", r"\1", joined)
+    """Remove text[start:end] and tidy what it leaves: one space where there
+    were two, empty brackets, a dangling comma; line breaks elsewhere stay."""
+    left, right = text[:start].rstrip(" \t"), text[end:].lstrip(" \t")
+    gap = " " if left and right and not (left.endswith("\n") or right.startswith("\n")) else ""
+    joined = left + gap + right
+    joined = re.sub(r"\s*(\(\s*\)|\[\s*\]|（\s*）|\"\s*\"|'\s*')", "", joined)
+    joined = re.sub(r"[\s,;]+([" + _END_PUNCTUATION + r"…]*)\s*$", r"\1", joined)
+    return joined.strip()
 
 
 def size_for(ratio: Ratio | None, model: ImageModel) -> tuple[int, int]:

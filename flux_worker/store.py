@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from .errors import FluxWorkerError
 from .imaging import sniff_content_type
@@ -39,14 +41,15 @@ def _stored(data: bytes | None) -> StoredImage | None:
 class SQLiteImageStore:
     """Images in one SQLite file, shared by every gunicorn worker process.
 
-    WAL mode lets readers and a writer work at once across processes; each
-    thread keeps its own connection, as sqlite3 connections are not shared.
+    WAL mode lets readers and a writer work at once across processes.
+    Connections are pooled and lent to one thread at a time: one per thread
+    would hold three file descriptors for each of hundreds of threads.
     """
 
     def __init__(self, path: str, clock=time.time):
         self._path = path
         self._clock = clock
-        self._local = threading.local()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         db = self._connect()
@@ -59,28 +62,34 @@ class SQLiteImageStore:
             db.close()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self._path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = self._idle.get_nowait()
+        except queue.Empty:
+            db = self._connect()
+        try:
+            yield db
+        finally:
+            self._idle.put(db)
 
     def put(self, key: str, data: bytes, ttl: int) -> None:
         now = self._clock()
-        db = self._db
-        db.execute("INSERT OR REPLACE INTO images (key, data, expires_at) VALUES (?, ?, ?)",
-                   (key, data, now + ttl))
-        db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO images (key, data, expires_at) VALUES (?, ?, ?)",
+                       (key, data, now + ttl))
+            db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
 
     def get(self, key: str) -> StoredImage | None:
-        row = self._db.execute("SELECT data FROM images WHERE key = ? AND expires_at > ?",
-                               (key, self._clock())).fetchone()
+        with self._db() as db:
+            row = db.execute("SELECT data FROM images WHERE key = ? AND expires_at > ?",
+                             (key, self._clock())).fetchone()
         return _stored(row[0]) if row else None
 
 

@@ -114,6 +114,36 @@ class TestErrors:
         assert response.json["error"]["param"] == param
         assert fake.calls_to("ai") == []
 
+    @pytest.mark.parametrize("body,param", [
+        ({"prompt": "A cat", "size": "4096x100"}, "size"),
+        ({"prompt": "A cat --ar wide"}, "prompt"),
+        ({"prompt": "A line 20:1"}, "prompt"),
+    ])
+    def test_size_errors_name_the_images_fields(self, client, fake, body, param):
+        response = client.post("/v1/images/generations", headers=AUTH, json=body)
+        assert_error(response, 400)
+        assert response.json["error"]["param"] == param
+
+    def test_more_images_than_the_server_ever_makes_at_once_is_400_not_429(self, make_app, fake):
+        client = make_app(max_concurrent_generations=2).test_client()
+        response = client.post("/v1/images/generations", headers=AUTH,
+                               json={"prompt": "A cat", "n": 3})
+        assert_error(response, 400)
+        assert response.json["error"]["param"] == "n"
+
+    def test_a_bug_in_one_image_keeps_the_others(self, app, client, fake, monkeypatch):
+        store = app.extensions["flux_worker"].images.store
+        real_put, calls = store.put, []
+
+        def flaky_put(key, data, ttl):
+            calls.append(key)
+            if len(calls) == 1:
+                raise RuntimeError("database is locked")
+            real_put(key, data, ttl)
+
+        monkeypatch.setattr(store, "put", flaky_put)
+        assert len(generate(client, prompt="A castle", n=3)["data"]) == 2
+
     def test_needs_auth(self, client):
         assert_error(client.post("/v1/images/generations", json={"prompt": "A"}), 401,
                      "invalid_api_key")

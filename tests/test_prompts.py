@@ -32,6 +32,14 @@ class TestRatios:
         ("Skyline 21:9", "Skyline", Ratio(21, 9)),
         ("Skyline 16：9", "Skyline", Ratio(16, 9)),  # full-width colon
         ("A cat", "A cat", None),
+        ("A cat --ar 16:9.", "A cat", Ratio(16, 9)),
+        ("A cat (16:9)", "A cat", Ratio(16, 9)),
+        ('A cat "16:9"', "A cat", Ratio(16, 9)),
+        ("A cat 16:9,", "A cat", Ratio(16, 9)),
+        ("A cat 16:9…", "A cat…", Ratio(16, 9)),
+        ("a cat, 16:9", "a cat", Ratio(16, 9)),
+        ("一只猫16:9", "一只猫", Ratio(16, 9)),
+        ("A cat 16:9\n\nphotorealistic", "A cat\n\nphotorealistic", Ratio(16, 9)),
     ])
     def test_ratio_is_taken_out(self, prompt, text, ratio):
         parsed = parse_prompt(prompt)
@@ -50,6 +58,10 @@ class TestRatios:
         assert (parsed.text, parsed.negative) == ("A forest", "people, cars 16:9")
         parsed = parse_prompt("A forest 16:9 --no people")
         assert (parsed.text, parsed.ratio, parsed.negative) == ("A forest", Ratio(16, 9), "people")
+
+    def test_negative_text_ends_at_a_line_break(self):
+        parsed = parse_prompt("A cat --no text\nin the style of X")
+        assert (parsed.text, parsed.negative) == ("A cat\nin the style of X", "text")
 
     def test_bad_explicit_ratio_is_400(self):
         with pytest.raises(InvalidRequest) as caught:
@@ -95,6 +107,8 @@ class TestChatText:
         assert is_housekeeping(prompt)
 
     @pytest.mark.parametrize("prompt", ["A title card for a western movie",
+                                        "A movie poster with a three word title in bold letters",
+                                        "Book cover, two-word title 'DARK SEA', 3:4",
                                         "A cute cat 16:9", "Book cover titled 'Summary'"])
     def test_pictures_are_not_side_requests(self, prompt):
         assert not is_housekeeping(prompt)

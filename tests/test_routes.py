@@ -195,6 +195,10 @@ class TestBadInput:
         assert_error(client.post("/v1/chat/completions", headers=AUTH, json=body), 400,
                      "prompt_too_long")
 
+    def test_deeply_nested_json_is_400(self, client):
+        response = client.post("/v1/chat/completions", headers=AUTH, data="[" * 100000)
+        assert_error(response, 400)
+
     def test_body_over_one_mib_is_413(self, client):
         body = '{"messages": [{"role": "user", "content": "' + "x" * (1024 * 1024) + '"}]}'
         response = client.post("/v1/chat/completions", headers=AUTH, data=body,

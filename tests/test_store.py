@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 
 import pytest
 
@@ -140,3 +141,17 @@ class TestResilientStore:
         store.put("k", JPEG, 600)
         assert len(fake.calls_to("kv_put")) == 1  # not retried: it cannot help
         assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
+
+
+def test_sqlite_connections_are_pooled_not_one_per_thread(tmp_path):
+    store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
+    store.put("k", JPEG, 600)
+
+    def read_once():
+        assert store.get("k").data == JPEG
+
+    for _ in range(20):  # one thread after another: each borrows the same connection
+        thread = threading.Thread(target=read_once)
+        thread.start()
+        thread.join()
+    assert store._idle.qsize() == 1
