@@ -61,7 +61,8 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise InvalidRequest("The request body must be a JSON object.")
     check_optional_types(body, _OPTIONAL_FIELDS)
     options = body.get("stream_options") or {}
-    include_usage = options.get("include_usage", False)
+    include_usage = options.get("include_usage")
+    include_usage = False if include_usage is None else include_usage  # null means unset
     if not isinstance(include_usage, bool):
         raise InvalidRequest("stream_options.include_usage must be true or false.",
                              param="stream_options.include_usage")

@@ -83,6 +83,11 @@ def test_usage_chunk_only_when_asked(client):
     assert events[-3]["choices"][0]["finish_reason"] == "stop"
 
 
+def test_include_usage_null_means_no_usage_chunk(client):
+    _, events, _ = stream_events(client, {**CAT, "stream_options": {"include_usage": None}})
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
 def test_keep_alive_comments_while_waiting(make_app, fake):
     client = make_app(sse_keepalive_seconds=0.05).test_client()
     fake.latency = 0.4
