@@ -183,13 +183,13 @@ def stream(service: ImageService, plan: ChatPlan, image_base_url: str,
     opening = plan.reply.opening()
     pieces.append(opening)
     service.submit(work)
-    return _frames([sse.event(chunks.role()), sse.event(chunks.content(opening))], channel,
-                   keepalive_seconds)
+    # One write: the role chunk and the opening leave together.
+    first = sse.event(chunks.role()) + sse.event(chunks.content(opening))
+    return _frames(first, channel, keepalive_seconds)
 
 
-def _frames(first: list[str], channel: sse.EventChannel,
-            keepalive_seconds: float) -> Iterator[str]:
-    yield "".join(first)  # one write: role and opening leave together
+def _frames(first: str, channel: sse.EventChannel, keepalive_seconds: float) -> Iterator[str]:
+    yield first
     yield from channel.frames(keepalive_seconds)
 
 

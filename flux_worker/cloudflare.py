@@ -43,7 +43,7 @@ def raise_for_common_failure(response: requests.Response, service: str) -> None:
         raise UpstreamMisconfigured(f"{service} refused this server's Cloudflare credentials "
                                     "(the operator must check CF_API_TOKEN and CF_ACCOUNT_ID; "
                                     "your API key is fine).", code="upstream_auth_failed")
-    if status == 404 and is_unroutable(response):
+    if status == 404 and codes & UNROUTABLE_CODES:
         log.error("%s could not route the request (codes %s): check CF_ACCOUNT_ID%s",
                   service, sorted(codes), " and CF_KV_NAMESPACE_ID" if 10013 in codes else "")
         raise UpstreamMisconfigured(f"{service} does not know this server's Cloudflare account "

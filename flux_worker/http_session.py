@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -87,14 +89,8 @@ def call(session: requests.Session, method: str, url: str, *, service: str,
     :raises UpstreamTimeout: when the service did not answer in time.
     :raises UpstreamError: when it could not be reached.
     """
-    try:
+    with _translated_faults(service, "could not be reached"):
         return session.request(method, url, timeout=timeout, **kwargs)
-    except requests.Timeout as exc:
-        raise UpstreamTimeout(f"{service} did not answer in time.") from exc
-    except requests.RequestException as exc:
-        # The exception text may hold the URL (account id); keep it out of replies.
-        log.warning("%s unreachable: %s", service, type(exc).__name__)
-        raise UpstreamError(f"{service} could not be reached.") from exc
 
 
 def read_body(response: requests.Response, service: str) -> bytes:
@@ -103,10 +99,18 @@ def read_body(response: requests.Response, service: str) -> bytes:
     :raises UpstreamTimeout: when the body stopped arriving in time.
     :raises UpstreamError: when the connection broke while reading.
     """
-    try:
+    with _translated_faults(service, "answer was cut off"):
         return response.content
+
+
+@contextmanager
+def _translated_faults(service: str, broken: str) -> Iterator[None]:
+    """Turn requests' timeouts into 504s and other transport faults into 502s."""
+    try:
+        yield
     except requests.Timeout as exc:
         raise UpstreamTimeout(f"{service} did not answer in time.") from exc
     except requests.RequestException as exc:
-        log.warning("%s answer cut off: %s", service, type(exc).__name__)
-        raise UpstreamError(f"{service} answer was cut off.") from exc
+        # The exception text may hold the URL (account id); keep it out of replies.
+        log.warning("%s %s: %s", service, broken, type(exc).__name__)
+        raise UpstreamError(f"{service} {broken}.") from exc

@@ -59,11 +59,7 @@ def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
 
     :raises InvalidRequest: for a bad size, or a prompt over the model's limit.
     """
-    try:
-        parsed = parse_prompt(request.prompt)
-    except InvalidRequest as exc:
-        exc.param = "prompt"  # here the prompt is its own field, not chat messages
-        raise
+    parsed = parse_prompt(request.prompt, param="prompt")
     ratio = ratio_from_size(request.size) if request.size else None
     ratio = ratio or parsed.ratio
     if not parsed.text:
@@ -73,11 +69,7 @@ def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
         raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
                              f"most {model.max_prompt_chars}.", param="prompt",
                              code="prompt_too_long")
-    try:
-        width, height = size_for(ratio, model)
-    except InvalidRequest as exc:
-        exc.param = "size" if request.size else "prompt"
-        raise
+    width, height = size_for(ratio, model, param="size" if request.size else "prompt")
     return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
                     negative_prompt=parsed.negative)
 

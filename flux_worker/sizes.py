@@ -58,7 +58,7 @@ class ParsedPrompt:
     negative: str = ""
 
 
-def parse_prompt(prompt: str) -> ParsedPrompt:
+def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
     """Take the aspect ratio (and `--no …` negative text) out of a prompt.
 
     A ratio is recognised as `--ar W:H` anywhere, as `W:H` at the very end,
@@ -78,7 +78,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         ratio = _to_ratio(match.group(1).rstrip(_TRAILING))
         if ratio is None:
             raise InvalidRequest(f"--ar expects a ratio like 16:9, got {match.group(1)!r}",
-                                 param="messages", code="invalid_aspect_ratio")
+                                 param=param, code="invalid_aspect_ratio")
         return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
     for match in _TOKEN.finditer(text):
         ratio = Ratio(int(match.group(1)), int(match.group(2)))
@@ -126,7 +126,7 @@ def _cut(text: str, start: int, end: int) -> str:
     return joined.strip()
 
 
-def size_for(ratio: Ratio | None, model: ImageModel) -> tuple[int, int]:
+def size_for(ratio: Ratio | None, model: ImageModel, param: str = "messages") -> tuple[int, int]:
     """Return the pixel size a model should deliver for a ratio.
 
     The seed's ratios keep their table sizes; other ratios keep the long side
@@ -148,7 +148,7 @@ def size_for(ratio: Ratio | None, model: ImageModel) -> tuple[int, int]:
         raise InvalidRequest(
             f"The aspect ratio {ratio} is too extreme for {model.id}: it would need "
             f"{width}x{height}, and this model makes sides from {model.min_side} to "
-            f"{model.max_side} pixels.", param="messages", code="unsupported_aspect_ratio")
+            f"{model.max_side} pixels.", param=param, code="unsupported_aspect_ratio")
     return width, height
 
 
