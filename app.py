@@ -1,12 +1,38 @@
-"""The WSGI entry point gunicorn loads (`gunicorn app:app`)."""
+"""The WSGI entry point gunicorn loads (`gunicorn app:app`).
 
+`python app.py [gunicorn options]` checks gunicorn's settings first and then
+becomes `gunicorn app:app`: gunicorn itself reads WEB_CONCURRENCY with int()
+while it is imported, before gunicorn.conf.py runs, so under a bare
+`gunicorn app:app` a value like `abc` is a traceback instead of one line.
+"""
+
+from __future__ import annotations
+
+import os
 import sys
 
-from flux_worker import create_app
-from flux_worker.settings import ConfigError
+from flux_worker.settings import (ConfigError, ServerSettings, exit_with_config_error,
+                                  load_dotenv_file)
 
-try:
-    app = create_app()
-except ConfigError as exc:  # a clear line naming the variable, not a traceback
-    sys.stderr.write(f"flux-worker: configuration error: {exc}\n")
-    raise SystemExit(1) from None
+
+def main(argv: list[str]) -> None:
+    """Check PORT, WEB_CONCURRENCY, ... (from .env too), then exec gunicorn."""
+    load_dotenv_file()
+    try:
+        server = ServerSettings.from_env(os.environ)
+    except ConfigError as exc:
+        exit_with_config_error(exc)
+    # A blank value would still break gunicorn's own read of it.
+    os.environ["WEB_CONCURRENCY"] = str(server.workers)
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "app:app", *argv])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+else:
+    from flux_worker import create_app
+
+    try:
+        app = create_app()
+    except ConfigError as exc:  # a clear line naming the variable, not a traceback
+        exit_with_config_error(exc)

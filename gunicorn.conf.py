@@ -6,16 +6,34 @@ open stream holds one thread for its whole life. So: the threaded worker
 process per core, and many threads per process.
 """
 
-import multiprocessing
 import os
+import sys
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# gunicorn puts its working directory on sys.path; this file's own directory
+# makes flux_worker importable however the file is run (tests use runpy).
+_here = os.path.dirname(os.path.abspath(__file__))
+if _here not in sys.path:
+    sys.path.insert(0, _here)
+
+from flux_worker.settings import (  # noqa: E402
+    ConfigError, ServerSettings, exit_with_config_error, load_dotenv_file)
+
+# .env first, as the app does (real environment variables win), so PORT and
+# WEB_CONCURRENCY written there reach gunicorn too. A bad value stops here with
+# one line naming the variable (SystemExit passes through gunicorn untouched).
+load_dotenv_file()
+try:
+    _server = ServerSettings.from_env(os.environ)
+except ConfigError as exc:
+    exit_with_config_error(exc)
+
+bind = f"0.0.0.0:{_server.port}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY") or min(multiprocessing.cpu_count(), 4))
-threads = int(os.environ.get("GUNICORN_THREADS") or 128)
+workers = _server.workers
+threads = _server.threads
 # gthread workers heartbeat while requests run, so this only catches a
 # truly stuck worker; it never cuts a long stream.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 120)
+timeout = _server.timeout
 graceful_timeout = 30
 keepalive = 75  # longer than typical proxy idle timeouts (nginx 60 s)
 # Load the app once in the master: a bad setting stops start-up with one clear
@@ -23,7 +41,7 @@ keepalive = 75  # longer than typical proxy idle timeouts (nginx 60 s)
 preload_app = True
 accesslog = None  # the app logs one line per request, with its request ID
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = _server.log_level
 
 
 def _return_freed_image_buffers_to_the_os() -> None:

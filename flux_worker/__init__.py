@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-__version__ = "1.0.0"
-
 import logging
 import os
+import sqlite3
 
 from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-# After __version__: the modules below read it.
-from . import errors, logs, routes  # noqa: E402
-from .generation import ImageService  # noqa: E402
-from .http_session import make_retry, make_session  # noqa: E402
-from .kv import KVClient  # noqa: E402
-from .models import ModelCatalog  # noqa: E402
-from .optimizer import PromptOptimizer  # noqa: E402
-from .rate_limit import init_rate_limit  # noqa: E402
-from .settings import Settings  # noqa: E402
-from .store import KVImageStore, MemoryCache, ResilientStore, SQLiteImageStore  # noqa: E402
-from .workers_ai import WorkersAIClient  # noqa: E402
+from . import error_handlers, logs, routes
+from .generation import ImageService
+from .http_session import RetryPolicy, Upstream, make_session
+from .kv import KVClient
+from .models import ModelCatalog
+from .optimizer import PromptOptimizer
+from .rate_limit import init_rate_limit
+from .redaction import Redactor
+from .settings import ConfigError, Settings, load_dotenv_file
+from .store import ImageStore, KVImageStore, SQLiteImageStore, WriteThroughStore
+from .version import __version__
+from .workers_ai import WorkersAIClient
+
+__all__ = ["create_app", "__version__"]
+KV_TIMEOUT_SECONDS = 30.0  # a whole KV read or write, retries included
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,9 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings, clients, store, worker pool, routes, handlers."""
     if settings is None:
-        _load_dotenv()
+        load_dotenv_file()
         settings = Settings.from_env(os.environ)
-    logs.configure_logging()
+    logs.configure_logging(settings.log_level, secrets=settings.secrets)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -41,35 +44,39 @@ def create_app(settings: Settings | None = None) -> Flask:
     # client used, so image links are https where the client is.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
 
-    pool_size = settings.max_concurrent_generations
+    redact = Redactor(settings.secrets)
+    retry = RetryPolicy(backoff=settings.retry_backoff_seconds)
 
-    def session(base_url: str):
-        return make_session(pool_size, make_retry(backoff=settings.retry_backoff_seconds),
-                            base_url)
+    def upstream(service: str, base_url: str, timeout: float) -> Upstream:
+        return Upstream(service, make_session(settings.max_concurrent_generations, base_url),
+                        timeout=timeout, connect_timeout=settings.connect_timeout_seconds,
+                        retry=retry, redact=redact)
 
     catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps)
     workers_ai = None
     if settings.workers_ai_configured:
         workers_ai = WorkersAIClient(
+            upstream("Workers AI", settings.cf_api_base, settings.upstream_timeout_seconds),
             api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-            api_token=settings.cf_api_token, session=session(settings.cf_api_base),
-            timeout=settings.upstream_timeout_seconds,
-            connect_timeout=settings.connect_timeout_seconds)
-    store = SQLiteImageStore(settings.image_store_path)
+            api_token=settings.cf_api_token)
+    try:
+        local = SQLiteImageStore(settings.image_store_path)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"IMAGE_STORE_PATH {settings.image_store_path!r} cannot be used: "
+                          f"{exc}") from None
+    store: ImageStore = local
     if settings.uses_kv:
-        kv = KVClient(api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-                      namespace_id=settings.cf_kv_namespace_id, api_token=settings.cf_api_token,
-                      session=session(settings.cf_api_base),
-                      connect_timeout=settings.connect_timeout_seconds)
-        store = ResilientStore(KVImageStore(kv), fallback=store,
-                               cache=MemoryCache(settings.image_cache_bytes))
+        kv = KVClient(upstream("Workers KV", settings.cf_api_base, KV_TIMEOUT_SECONDS),
+                      api_base=settings.cf_api_base, account_id=settings.cf_account_id,
+                      namespace_id=settings.cf_kv_namespace_id, api_token=settings.cf_api_token)
+        store = WriteThroughStore(local, KVImageStore(kv))
     optimizer = None
     if settings.optimizer_enabled:
         optimizer = PromptOptimizer(
+            upstream("The prompt optimizer", settings.external_api_base,
+                     settings.optimizer_timeout_seconds),
             api_base=settings.external_api_base, model=settings.external_model,
-            api_key=settings.external_api_key, system_message=settings.system_message,
-            session=session(settings.external_api_base),
-            timeout=settings.optimizer_timeout_seconds)
+            api_key=settings.external_api_key, system_message=settings.system_message)
     images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
@@ -82,17 +89,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(routes.bp)
     for prefix, name in (("/v1", "api"), ("", "api_bare"), ("/v1/v1", "api_doubled")):
         app.register_blueprint(routes.api, url_prefix=prefix, name=name)
-    errors.register_error_handlers(app)
+    error_handlers.register_error_handlers(app)
     logs.init_request_ids(app)
     init_rate_limit(app, settings)
     log.info("flux-worker %s started: %s", __version__, settings.describe())
     return app
-
-
-def _load_dotenv() -> None:
-    """Load .env from the working directory when present; real env vars win."""
-    try:
-        from dotenv import load_dotenv
-    except ImportError:
-        return
-    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)

@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from . import openai_format, sse
-from .errors import FluxWorkerError, InvalidRequest, error_body
-from .generation import ImageJob, ImageService
+from .errors import InvalidRequest, error_body
+from .generation import ImageService, OptimizedPrompt, Progress, RunResult
 from .models import ImageModel
+from .planning import (BOOLEAN, INTEGER, NUMBER, OBJECT, STRING, ImageJob,
+                       check_optional_types, plan_job)
 from .prompts import housekeeping_reply, is_housekeeping, last_user_text
 from .replies import ReplyText
-from .sizes import parse_prompt, size_for
 
 log = logging.getLogger(__name__)
 
-# Optional OpenAI fields we ignore but still type-check, so a wrong type is a
-# clear 400 rather than silently odd behaviour.
-_NUMBER, _INTEGER, _STRING, _BOOLEAN, _OBJECT = (int, float), int, str, bool, dict
 _OPTIONAL_FIELDS = {
-    "temperature": _NUMBER, "top_p": _NUMBER, "presence_penalty": _NUMBER,
-    "frequency_penalty": _NUMBER, "max_tokens": _INTEGER, "max_completion_tokens": _INTEGER,
-    "n": _INTEGER, "user": _STRING, "seed": _INTEGER, "stream_options": _OBJECT,
-    "model": _STRING, "stream": _BOOLEAN,
+    "temperature": NUMBER, "top_p": NUMBER, "presence_penalty": NUMBER,
+    "frequency_penalty": NUMBER, "max_tokens": INTEGER, "max_completion_tokens": INTEGER,
+    "n": INTEGER, "user": STRING, "seed": INTEGER, "stream_options": OBJECT,
+    "model": STRING, "stream": BOOLEAN,
 }
-
-
-def check_optional_types(body: dict, fields: dict[str, type | tuple]) -> None:
-    """Raise for a known optional field that is present with the wrong type.
-
-    :raises InvalidRequest: naming the field.
-    """
-    for name, expected in fields.items():
-        value = body.get(name)
-        wrong_bool = isinstance(value, bool) and expected is not _BOOLEAN
-        if value is not None and (wrong_bool or not isinstance(value, expected)):
-            kind = {_NUMBER: "a number", _INTEGER: "an integer", _STRING: "a string",
-                    _BOOLEAN: "true or false", _OBJECT: "an object"}.get(expected, "valid")
-            raise InvalidRequest(f"{name} must be {kind}.", param=name)
 
 
 @dataclass(frozen=True)
@@ -91,40 +73,31 @@ def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
     """
     if is_housekeeping(chat.prompt):
         return ChatPlan(chat, model, text=housekeeping_reply(chat.prompt, chat.messages))
-    parsed = parse_prompt(chat.prompt)
-    if not parsed.text:
-        raise InvalidRequest("The prompt is empty once the aspect ratio is taken out.",
-                             param="messages")
-    if len(parsed.text) > model.max_prompt_chars:
-        raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
-                             f"most {model.max_prompt_chars}.", param="messages",
-                             code="prompt_too_long")
-    width, height = size_for(parsed.ratio, model)
-    job = ImageJob(prompt=parsed.text, model=model, width=width, height=height,
-                   negative_prompt=parsed.negative)
-    reply = ReplyText(language, original=chat.prompt, width=width, height=height,
+    job = plan_job(chat.prompt, model, prompt_param="messages")
+    reply = ReplyText(language, original=chat.prompt, width=job.width, height=job.height,
                       prompt_model=prompt_model)
     return ChatPlan(chat, model, job=job, reply=reply)
 
 
-def produce(service: ImageService, plan: ChatPlan, image_base_url: str,
-            emit: Callable[[str], None]) -> None:
-    """Run the slow path, emitting each piece of the reply after the opening
-    as it becomes true.
+class _ReplyProgress(Progress):
+    """Writes the reply's pieces after the opening as they become true."""
 
-    :raises FluxWorkerError: when the image could not be made.
-    """
-    job, reply = plan.job, plan.reply
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-    optimized = service.optimize(job.prompt, job.width, job.height)
-    timings["optimize_ms"] = (time.monotonic() - started) * 1000
-    emit(reply.optimized(optimized.text, optimized.failed))
-    emit(reply.generating(job.model.id))
-    image = service.create(dataclasses.replace(job, prompt=optimized.text), timings)
-    emit(reply.result(f"{image_base_url}/image/{image.key}"))
-    log.info("image generated key=%s model=%s size=%dx%d %s", image.key, job.model.id,
-             job.width, job.height, " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
+    def __init__(self, plan: ChatPlan, image_base_url: str, emit: Callable[[str], None]):
+        assert plan.reply is not None
+        self.plan = plan
+        self.reply = plan.reply
+        self.image_base_url = image_base_url
+        self.emit = emit
+
+    def optimized(self, prompt: OptimizedPrompt) -> None:
+        self.emit(self.reply.optimized(prompt.text, prompt.failed))
+
+    def generating(self) -> None:
+        self.emit(self.reply.generating(self.plan.model.id))
+
+    def finished(self, result: RunResult) -> None:
+        if result.images:
+            self.emit(self.reply.result(f"{self.image_base_url}/image/{result.images[0].key}"))
 
 
 def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict:
@@ -135,54 +108,65 @@ def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict
     if plan.text is not None:
         pieces = [plan.text]
     else:
+        assert plan.job is not None and plan.reply is not None
         pieces = [plan.reply.opening()]
-        service.submit(lambda: produce(service, plan, image_base_url, pieces.append)).result()
+        result = service.start(plan.job, progress=_ReplyProgress(plan, image_base_url,
+                                                                  pieces.append)).result()
+        if not result.images:
+            raise result.first_error()
     return openai_format.chat_completion(id=openai_format.completion_id(), model=plan.model.id,
                                          content="".join(pieces), prompt=plan.chat.prompt)
 
 
+class _StreamProgress(_ReplyProgress):
+    """The reply's pieces as SSE frames, then the stream's end, on every path."""
+
+    def __init__(self, plan: ChatPlan, image_base_url: str, channel: sse.EventChannel,
+                 chunks: openai_format.ChunkFactory, opening: str):
+        super().__init__(plan, image_base_url, self._send_text)
+        self.channel = channel
+        self.chunks = chunks
+        self.pieces = [opening]
+
+    def _send_text(self, text: str) -> None:
+        self.pieces.append(text)
+        self.channel.send(sse.event(self.chunks.content(text)))
+
+    def finished(self, result: RunResult) -> None:
+        try:
+            super().finished(result)
+            if result.images:
+                self.channel.send(sse.event(self.chunks.stop()))
+                if self.plan.chat.include_usage:
+                    self.channel.send(sse.event(self.chunks.usage(self.plan.chat.prompt,
+                                                                  "".join(self.pieces))))
+            else:
+                error = result.first_error()
+                # Chat UIs drop error events, so say it in the text; the error
+                # event after it makes the openai SDK raise.
+                log.warning("stream failed after headers: %s", error.message)
+                self._send_text(self.reply.failure(error.message))
+                self.channel.send(sse.event(error_body(error)))
+        finally:
+            self.channel.send(sse.DONE)
+            self.channel.close()
+
+
 def stream(service: ImageService, plan: ChatPlan, image_base_url: str,
            keepalive_seconds: float) -> Iterator[str]:
-    """Start the work and return the SSE frames of the reply as they come."""
+    """Start the work and return the SSE frames of the reply as they come.
+
+    :raises FluxWorkerError: before any frame, when the work cannot start.
+    """
     chunks = openai_format.ChunkFactory(id=openai_format.completion_id(), model=plan.model.id)
-    channel = sse.EventChannel()
-    pieces: list[str] = []
-
-    def emit(text: str) -> None:
-        pieces.append(text)
-        channel.send(sse.event(chunks.content(text)))
-
-    def finish() -> None:
-        channel.send(sse.event(chunks.stop()))
-        if plan.chat.include_usage:
-            channel.send(sse.event(chunks.usage(plan.chat.prompt, "".join(pieces))))
-
-    def work() -> None:
-        try:
-            produce(service, plan, image_base_url, emit)
-            finish()
-        except FluxWorkerError as exc:
-            fail(exc)
-        except Exception:  # never leave a stream hanging on a bug
-            log.exception("generation failed")
-            fail(FluxWorkerError("The server had an internal error."))
-        finally:
-            channel.send(sse.DONE)
-            channel.close()
-
-    def fail(exc: FluxWorkerError) -> None:
-        # Chat UIs drop error events, so say it in the text; the error event
-        # after it makes the openai SDK raise.
-        log.warning("stream failed after headers: %s", exc.message)
-        channel.send(sse.event(chunks.content(plan.reply.failure(exc.message))))
-        channel.send(sse.event(error_body(exc)))
-
     if plan.text is not None:
         return _text_stream(chunks, plan, plan.text)
+    assert plan.job is not None and plan.reply is not None
     # What is known already goes out from this thread, before any upstream call.
     opening = plan.reply.opening()
-    pieces.append(opening)
-    service.submit(work)
+    channel = sse.EventChannel()
+    service.start(plan.job, progress=_StreamProgress(plan, image_base_url, channel, chunks,
+                                                     opening))
     # One write: the role chunk and the opening leave together.
     first = sse.event(chunks.role()) + sse.event(chunks.content(opening))
     return _frames(first, channel, keepalive_seconds)

@@ -1,68 +1,158 @@
-"""What the Cloudflare REST clients share: the error envelope and the failures
-every Cloudflare API answers the same way."""
+"""What Cloudflare's answers mean: the error envelope, and one table from each
+documented failure to our error, the client's retry hint and whether the
+same call may be sent again (README, "Cloudflare errors", is this table)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
-import requests
-
-from .errors import RateLimited, UpstreamError, UpstreamMisconfigured, UpstreamTimeout
+from .errors import (AllowanceExhausted, ContentPolicyViolation, FluxWorkerError, InvalidRequest,
+                     RateLimited, Resend, UpstreamError, UpstreamMisconfigured, UpstreamTimeout)
+from .http_session import Answer
 
 log = logging.getLogger(__name__)
-AUTH_CODES = {10000, 9106, 9109}  # "Authentication error" and friends
-UNROUTABLE_CODES = {7003, 10013}  # no such account / namespace
+NOT_FOUND_KEY = 10009  # Workers KV: no such key (or expired)
 
 
-def envelope_errors(response: requests.Response) -> list[tuple[int | None, str]]:
-    """Return the (code, message) pairs of a Cloudflare error envelope, if any."""
+@dataclass(frozen=True)
+class Meaning:
+    """What one Cloudflare failure means for the client and for our call."""
+
+    error: type[FluxWorkerError]
+    message: str  # may name {service}, {status} and {detail} (the redacted upstream text)
+    code: str | None = None  # our error code, when not the error type's own
+    resend: Resend | None = None  # when not the error type's own
+    operator: str | None = None  # what the operator must do; logged at ERROR
+
+
+_AUTH = Meaning(UpstreamMisconfigured, "{service} refused this server's Cloudflare credentials "
+                "(the operator must check CF_API_TOKEN and CF_ACCOUNT_ID; your API key is fine).",
+                code="upstream_auth_failed",
+                operator="check CF_API_TOKEN (Workers AI Read; KV Storage Edit for KV) and "
+                         "CF_ACCOUNT_ID")
+_UNROUTABLE = Meaning(UpstreamMisconfigured, "{service} does not know this server's Cloudflare "
+                      "account or namespace (the operator must check CF_ACCOUNT_ID and "
+                      "CF_KV_NAMESPACE_ID).", operator="check CF_ACCOUNT_ID and CF_KV_NAMESPACE_ID")
+_UNKNOWN_MODEL = Meaning(UpstreamMisconfigured, "{service} does not offer this model to this "
+                         "server's Cloudflare account (the operator must check FLUX_MODEL and "
+                         "IMAGE_MODELS).", code="model_unavailable",
+                         operator="choose models this account can run (FLUX_MODEL, IMAGE_MODELS)")
+_INVALID = Meaning(InvalidRequest, "{service} rejected the request: {detail}",
+                   code="upstream_validation_error")
+_RATE_LIMITED = Meaning(RateLimited, "{service} is rate limiting this server; try again shortly.")
+_FAILED = Meaning(UpstreamError, "{service} failed (HTTP {status}).")
+
+# Cloudflare's documented codes (developers.cloudflare.com/workers-ai/platform/errors)
+# and the ones every Cloudflare API shares; a code wins over the HTTP status.
+BY_CODE: dict[int, Meaning] = {
+    10000: _AUTH, 9106: _AUTH, 9109: _AUTH,
+    7003: _UNROUTABLE,
+    10013: Meaning(UpstreamMisconfigured, "{service} does not know this server's namespace (the "
+                   "operator must check CF_KV_NAMESPACE_ID).", operator="check CF_KV_NAMESPACE_ID"),
+    5016: Meaning(UpstreamMisconfigured, "This model's licence agreement has not been accepted "
+                  "on this server's Cloudflare account (the operator must accept it).",
+                  code="model_agreement_required",
+                  operator="accept the model's licence agreement for this Cloudflare account"),
+    3023: Meaning(UpstreamMisconfigured, "Cloudflare has blocked this server's account from "
+                  "Workers AI (the operator must resolve it with Cloudflare).",
+                  code="account_blocked", operator="the account is blocked: see the Cloudflare "
+                                                   "dashboard or contact Cloudflare support"),
+    3042: _UNKNOWN_MODEL, 5007: _UNKNOWN_MODEL,
+    3036: Meaning(AllowanceExhausted, "This server's Cloudflare account has used its daily "
+                  "Workers AI allowance; it resets at 00:00 UTC.",
+                  operator="the daily free allowance is used up (Workers Paid lifts it)"),
+    3040: Meaning(RateLimited, "Workers AI is out of capacity right now; try again shortly."),
+    3030: Meaning(ContentPolicyViolation, "{service} flagged this prompt or its image as unsafe "
+                  "({detail}). Rephrase the prompt and try again."),
+    3006: Meaning(InvalidRequest, "{service} found the request too large: {detail}",
+                  code="upstream_request_too_large"),
+    5006: _INVALID, 8006: _INVALID, 5004: _INVALID, 3003: _INVALID,
+    3007: Meaning(UpstreamTimeout, "{service} timed out (HTTP {status}).",
+                  resend=Resend.IF_IDEMPOTENT),
+}
+BY_STATUS: dict[int, Meaning] = {
+    400: _INVALID, 413: _INVALID, 422: _INVALID,
+    401: _AUTH, 403: _AUTH, 404: _UNROUTABLE,
+    408: Meaning(UpstreamTimeout, "{service} timed out (HTTP {status}).",
+                 resend=Resend.IF_IDEMPOTENT),
+    429: _RATE_LIMITED,
+    # 503: Cloudflare did not take the work on, so even a POST may go again.
+    503: Meaning(UpstreamError, "{service} is unavailable (HTTP {status}).", resend=Resend.ALWAYS),
+    504: Meaning(UpstreamTimeout, "{service} timed out (HTTP {status}).",
+                 resend=Resend.IF_IDEMPOTENT),
+    524: Meaning(UpstreamTimeout, "{service} timed out (HTTP {status}).",
+                 resend=Resend.IF_IDEMPOTENT),
+}
+
+
+def envelope_errors(answer: Answer, redact: Callable[[str], str]) -> list[tuple[int | None, str]]:
+    """Return the (code, redacted message) pairs of a Cloudflare error envelope, if any."""
     try:
-        body = response.json()
-    except ValueError:
+        body = answer.json()
+    except (ValueError, UnicodeDecodeError):
         return []
     errors = body.get("errors") if isinstance(body, dict) else None
     pairs = []
     for item in errors if isinstance(errors, list) else []:
         if isinstance(item, dict):
             code = item.get("code")
-            pairs.append((code if isinstance(code, int) else None, str(item.get("message", ""))))
+            code = code if isinstance(code, int) and not isinstance(code, bool) else None
+            pairs.append((code, redact(str(item.get("message", ""))[:500])))
     return pairs
 
 
-def raise_for_common_failure(response: requests.Response, service: str) -> None:
-    """Raise our error for failures every Cloudflare API shares: auth, 429, 5xx.
+def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
+              client_input: bool = True) -> FluxWorkerError:
+    """Return our error for a Cloudflare answer that is not a success.
 
-    :raises UpstreamError: for refused credentials and server errors.
-    :raises RateLimited: for 429 after the session's retries.
+    ``client_input``: whether what was refused came from the client (a
+    prompt: a 400 for them) or is ours alone (a KV call: a 502).
     """
-    status = response.status_code
-    codes = {code for code, _ in envelope_errors(response)}
-    if status in (401, 403) and (status == 401 or codes & AUTH_CODES or not codes):
-        log.error("%s refused the server's Cloudflare credentials (HTTP %s, codes %s): "
-                  "check CF_API_TOKEN and CF_ACCOUNT_ID", service, status, sorted(c for c in codes if c))
-        raise UpstreamMisconfigured(f"{service} refused this server's Cloudflare credentials "
-                                    "(the operator must check CF_API_TOKEN and CF_ACCOUNT_ID; "
-                                    "your API key is fine).", code="upstream_auth_failed")
-    if status == 404 and codes & UNROUTABLE_CODES:
-        log.error("%s could not route the request (codes %s): check CF_ACCOUNT_ID%s",
-                  service, sorted(codes), " and CF_KV_NAMESPACE_ID" if 10013 in codes else "")
-        raise UpstreamMisconfigured(f"{service} does not know this server's Cloudflare account "
-                                    "or namespace (the operator must check CF_ACCOUNT_ID and "
-                                    "CF_KV_NAMESPACE_ID).")
-    if status == 429:
-        raise RateLimited(f"{service} is rate limiting this server; try again shortly.",
-                          retry_after=retry_after_seconds(response))
-    if status == 408:
-        raise UpstreamTimeout(f"{service} timed out.")
-    if status >= 500:
-        raise UpstreamError(f"{service} failed (HTTP {status}).")
+    errors = envelope_errors(answer, redact)
+    meaning = next((BY_CODE[code] for code, _ in errors if code in BY_CODE), None)
+    detail = "; ".join(text for _, text in errors if text)
+    if meaning is None and answer.status == 400 and any(
+            word in detail.lower() for word in ("nsfw", "flagged")):
+        meaning = BY_CODE[3030]
+    if meaning is None:
+        meaning = BY_STATUS.get(answer.status, _FAILED)
+    codes = sorted(code for code, _ in errors if code is not None)
+    if meaning.operator:
+        log.error("%s refused the request (HTTP %s, codes %s): %s", service, answer.status,
+                  codes, meaning.operator)
+    message = meaning.message.format(service=service, status=answer.status,
+                                     detail=detail or f"HTTP {answer.status}")
+    retry_after = None
+    if meaning.error is AllowanceExhausted:
+        retry_after = seconds_until_utc_midnight()
+    elif issubclass(meaning.error, RateLimited):
+        retry_after = retry_after_seconds(answer)
+    error_type, code = meaning.error, meaning.code
+    if issubclass(error_type, InvalidRequest) and not client_input:
+        error_type, code = UpstreamError, None
+    param = "prompt" if issubclass(error_type, InvalidRequest) else None
+    return error_type(message, param=param, code=code, resend=meaning.resend,
+                      retry_after=retry_after)
 
 
-def is_unroutable(response: requests.Response) -> bool:
-    """True for a 404 about the account or namespace, not about a key."""
-    return any(code in UNROUTABLE_CODES for code, _ in envelope_errors(response))
+def retry_after_seconds(answer: Answer) -> int | None:
+    """The whole seconds a Retry-After header asks for, if it gives a number."""
+    value = answer.headers.get("Retry-After", "").strip()
+    return int(value) if value.isdigit() and len(value) <= 6 else None
 
 
-def retry_after_seconds(response: requests.Response, default: int = 30) -> int:
-    value = response.headers.get("Retry-After", "")
-    return int(value) if value.strip().isdigit() else default
+def seconds_until_utc_midnight(now: datetime.datetime | None = None) -> int:
+    """Seconds until Workers AI's daily allowance resets (00:00 UTC)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    tomorrow = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
+                                                           microsecond=0)
+    return max(1, int((tomorrow - now).total_seconds()) + 1)
+
+
+def is_missing_key(answer: Answer, redact: Callable[[str], str]) -> bool:
+    """True for KV's 404 about a key (missing or expired), not about the account."""
+    codes = {code for code, _ in envelope_errors(answer, redact)}
+    return answer.status == 404 and (NOT_FOUND_KEY in codes or not codes & BY_CODE.keys())

@@ -1,9 +1,17 @@
-"""The service's exceptions and their one mapping to OpenAI-style error JSON."""
+"""The service's exceptions: what went wrong, and what the client and our
+upstream calls may do about it. Free of Flask; `error_handlers` maps them to HTTP."""
 
 from __future__ import annotations
 
-from flask import Response, jsonify
-from werkzeug.exceptions import HTTPException
+import enum
+
+
+class Resend(enum.Enum):
+    """Whether an upstream call that failed this way may be sent again."""
+
+    NEVER = "never"  # repeating cannot help, or the time is spent
+    ALWAYS = "always"  # the upstream cannot have done the work (refused, 429, 503)
+    IF_IDEMPOTENT = "if_idempotent"  # it may have done the work: only a GET/PUT is safe
 
 
 class FluxWorkerError(Exception):
@@ -15,14 +23,17 @@ class FluxWorkerError(Exception):
     # False when repeating the same request cannot help (the openai SDK
     # otherwise retries, and each retry may pay for another image).
     retryable = False
+    resend = Resend.NEVER
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 retry_after: int | None = None):
+                 retry_after: int | None = None, resend: Resend | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if resend is not None:
+            self.resend = resend
         self.retry_after = retry_after
 
 
@@ -60,6 +71,17 @@ class RateLimited(FluxWorkerError):
     type = "rate_limit_exceeded"
     code = "rate_limit_exceeded"
     retryable = True
+    resend = Resend.ALWAYS
+
+
+class AllowanceExhausted(RateLimited):
+    """The Cloudflare account's daily free allowance is used up until 00:00 UTC:
+    retrying within minutes cannot help, so clients are told not to."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retryable = False
+    resend = Resend.NEVER
 
 
 class NotConfigured(FluxWorkerError):
@@ -77,72 +99,27 @@ class UpstreamError(FluxWorkerError):
     type = "upstream_error"
     code = "upstream_error"
     retryable = True
+    resend = Resend.IF_IDEMPOTENT
 
 
 class UpstreamMisconfigured(UpstreamError):
-    """Cloudflare refused this server's own settings (token, account, namespace):
-    only the operator can fix it, so clients must not retry."""
+    """Cloudflare refused this server's own settings (token, account, namespace,
+    model): only the operator can fix it, so nobody should retry."""
 
     code = "upstream_misconfigured"
     retryable = False
+    resend = Resend.NEVER
 
 
 class UpstreamTimeout(UpstreamError):
+    """No whole answer within the call's deadline (which is then spent)."""
+
     status = 504
     code = "upstream_timeout"
+    resend = Resend.NEVER
 
 
 def error_body(error: FluxWorkerError) -> dict:
     """Return the OpenAI error object for an error."""
     return {"error": {"message": error.message, "type": error.type,
                       "param": error.param, "code": error.code}}
-
-
-def error_response(error: FluxWorkerError) -> Response:
-    """Return the JSON response for an error, with retry hints in the headers."""
-    response = jsonify(error_body(error))
-    response.status_code = error.status
-    response.headers["x-should-retry"] = "true" if error.retryable else "false"
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-               415: "unsupported_media_type"}
-
-
-def from_http_exception(exc: HTTPException) -> FluxWorkerError:
-    """Translate a werkzeug routing/parsing error into our error type."""
-    status = exc.code or 500
-    if status >= 500:
-        error = FluxWorkerError("The server had an internal error.")
-    else:
-        messages = {
-            404: "No such endpoint. See /v1/models, /v1/chat/completions, /v1/images/generations.",
-            405: "This method is not allowed on this endpoint.",
-            413: "The request body is larger than the 1 MiB this service accepts.",
-        }
-        error = InvalidRequest(messages.get(status, exc.description or exc.name),
-                               code=_HTTP_CODES.get(status, "invalid_request"))
-        error.status = status
-    return error
-
-
-def register_error_handlers(app) -> None:
-    """Make every error, ours or Flask's, an OpenAI-style JSON response."""
-
-    @app.errorhandler(FluxWorkerError)
-    def handle_flux_error(error: FluxWorkerError):
-        return error_response(error)
-
-    @app.errorhandler(HTTPException)
-    def handle_http_exception(exc: HTTPException):
-        if exc.response is not None:  # built on purpose, e.g. by the rate limiter
-            return exc.response
-        return error_response(from_http_exception(exc))
-
-    @app.errorhandler(Exception)
-    def handle_unexpected(exc: Exception):
-        app.logger.exception("unhandled error")
-        return error_response(FluxWorkerError("The server had an internal error."))

@@ -1,41 +1,38 @@
-"""The slow path: optimize the prompt, make the image, store it, hand back a link."""
+"""The slow path: each request's images, from reserved capacity to stored links.
+
+A `GenerationRun` owns one request's generations for their whole life; chat
+(streamed or not) and the Images API all go through it.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
-from .errors import (ContentPolicyViolation, FluxWorkerError, InvalidRequest, NotConfigured,
-                     RateLimited)
-from .imaging import fit_to_size
-from .models import ImageModel
+from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
+from .imaging import prepare_image
 from .optimizer import PromptOptimizer
+from .planning import ImageJob
 from .store import ImageStore
-from .workers_ai import GeneratedImage, WorkersAIClient
+from .workers_ai import WorkersAIClient, image_bytes
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 16  # 128 bits from secrets: image links cannot be guessed
+# Answers decoded at once per process (JSON, base64, then Pillow). This is
+# CPU work, so more at once is no faster, and each holds a few times the
+# image in memory. Bodies are read before a slot is taken, so a slow body
+# never holds one.
+DECODE_SLOTS = 4
 
 
 def new_image_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
-
-
-@dataclass(frozen=True)
-class ImageJob:
-    """Everything the slow path needs, copied out of the request."""
-
-    prompt: str
-    model: ImageModel
-    width: int
-    height: int
-    negative_prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,32 @@ class Image:
 class OptimizedPrompt:
     text: str
     failed: bool  # optimization was on but did not work: the original is used
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run made: images paid for are kept even when a sibling failed."""
+
+    optimized: OptimizedPrompt
+    images: list[Image] = field(default_factory=list)
+    errors: list[FluxWorkerError] = field(default_factory=list)
+
+    def first_error(self) -> FluxWorkerError:
+        return self.errors[0] if self.errors else FluxWorkerError("No image was made.")
+
+
+class Progress:
+    """What a run reports as it goes (on its own thread); endpoints override
+    what they show."""
+
+    def optimized(self, prompt: OptimizedPrompt) -> None:
+        """The prompt to draw is known."""
+
+    def generating(self) -> None:
+        """Workers AI has been asked."""
+
+    def finished(self, result: RunResult) -> None:
+        """The run is over, on every path; capacity is already released."""
 
 
 class Capacity:
@@ -78,7 +101,7 @@ class Capacity:
 
 
 class ImageService:
-    """Runs generations on a bounded pool of background threads."""
+    """The clients, store and bounded pool that runs use."""
 
     def __init__(self, *, workers_ai: WorkersAIClient | None, store: ImageStore,
                  optimizer: PromptOptimizer | None, expiration: int, max_concurrent: int):
@@ -87,41 +110,23 @@ class ImageService:
         self.optimizer = optimizer
         self.expiration = expiration
         self.capacity = Capacity(max_concurrent)
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent,
-                                        thread_name_prefix="generation")
+        self.pool = ThreadPoolExecutor(max_workers=max_concurrent,
+                                       thread_name_prefix="generation")
+        self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
     @property
     def prompt_model(self) -> str | None:
         return self.optimizer.model if self.optimizer else None
 
-    def reserve(self, slots: int = 1) -> None:
-        """Take capacity for a request, before any response is started.
+    def start(self, job: ImageJob, count: int = 1, progress: Progress | None = None
+              ) -> "GenerationRun":
+        """Reserve capacity for `count` images of a job and start making them.
 
         :raises NotConfigured: when Workers AI credentials are missing.
-        :raises InvalidRequest: when more slots are asked than the cap holds.
+        :raises InvalidRequest: when more images are asked than the cap holds.
         :raises RateLimited: when this process is at its cap.
         """
-        if self.workers_ai is None:
-            raise NotConfigured("Workers AI is not configured on this server: the operator must "
-                                "set CF_ACCOUNT_ID and CF_API_TOKEN.")
-        if slots > self.capacity.limit:  # would never fit: retrying cannot help
-            raise InvalidRequest(f"This server makes at most {self.capacity.limit} images at "
-                                 "once; ask for fewer.", param="n")
-        if not self.capacity.try_acquire(slots):
-            raise RateLimited("This server is busy with other images; try again in a few "
-                              "seconds.", retry_after=5)
-
-    def submit(self, task: Callable[[], object], slots: int = 1) -> Future:
-        """Run task on the pool (in the caller's logging context); free slots after."""
-        context = contextvars.copy_context()
-
-        def run():
-            try:
-                return context.run(task)
-            finally:
-                self.capacity.release(slots)
-
-        return self._pool.submit(run)
+        return GenerationRun(self, job, count, progress or Progress())
 
     def optimize(self, prompt: str, width: int, height: int) -> OptimizedPrompt:
         """Return the prompt to draw: optimized when that is on and works."""
@@ -133,36 +138,113 @@ class ImageService:
             log.warning("prompt optimization failed, using the original prompt: %s", exc.message)
             return OptimizedPrompt(prompt, failed=True)
 
-    def create(self, job: ImageJob, timings: dict[str, float] | None = None) -> Image:
-        """Make the image at exactly the job's size and store it.
+    def make_image(self, job: ImageJob, timings: dict[str, float]) -> Image:
+        """Generate, verify and fit, then store one image.
 
         :raises FluxWorkerError: when it cannot be made; once made, it is kept.
         """
-        timings = {} if timings is None else timings
+        assert self.workers_ai is not None  # checked when the run started
         started = time.monotonic()
-        generated = self._generate(job)
-        data = fit_to_size(generated.data, job.width, job.height)
+        inputs = job.model.inputs(fit_prompt(job.prompt, job.model.max_prompt_chars),
+                                  job.width, job.height, negative_prompt=job.negative_prompt)
+        answer = self.workers_ai.generate(job.model, inputs)
         timings["generate_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
+        with self._decode_slots:
+            prepared = prepare_image(image_bytes(answer, job.model), job.width, job.height)
+        del answer  # the raw body can go before the store call
+        timings["decode_ms"] = (time.monotonic() - started) * 1000
+        started = time.monotonic()
         key = new_image_key()
-        self.store.put(key, data, self.expiration)
+        self.store.put(key, prepared.data, self.expiration)
         timings["store_ms"] = (time.monotonic() - started) * 1000
-        return Image(key, data, generated.content_type, job.width, job.height)
-
-    def _generate(self, job: ImageJob) -> GeneratedImage:
-        prompt = fit_prompt(job.prompt, job.model.max_prompt_chars)
-        inputs = job.model.inputs(prompt, job.width, job.height,
-                                  negative_prompt=job.negative_prompt)
-        try:
-            return self.workers_ai.generate(job.model, inputs)
-        except ContentPolicyViolation:
-            # flux-1-schnell flags harmless prompts now and then; a second try
-            # often passes, so one retry is worth it before giving up.
-            log.info("Workers AI flagged the prompt; retrying once")
-            return self.workers_ai.generate(job.model, inputs)
+        log.info("image generated key=%s model=%s size=%dx%d %s", key, job.model.id, job.width,
+                 job.height, " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
+        return Image(key, prepared.data, prepared.content_type, job.width, job.height)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=False)
+        self.pool.shutdown(wait=False, cancel_futures=False)
+
+
+class GenerationRun:
+    """One request's generations, from reserved capacity to stored images.
+
+    The only owner of its capacity: it reserves every slot when created (or
+    raises before anything started) and releases them exactly once, when its
+    work ends on whatever path. Each upstream call inside is bounded by its
+    own deadline, so a run always ends.
+    """
+
+    def __init__(self, service: ImageService, job: ImageJob, count: int, progress: Progress):
+        if service.workers_ai is None:
+            raise NotConfigured("Workers AI is not configured on this server: the operator must "
+                                "set CF_ACCOUNT_ID and CF_API_TOKEN.")
+        if count > service.capacity.limit:  # would never fit: retrying cannot help
+            raise InvalidRequest(f"This server makes at most {service.capacity.limit} images at "
+                                 "once; ask for fewer.", param="n")
+        if not service.capacity.try_acquire(count):
+            raise RateLimited("This server is busy with other images; try again in a few "
+                              "seconds.", retry_after=5)
+        self._service = service
+        self._job = job
+        self._count = count
+        self._progress = progress
+        self._released = False
+        try:
+            self._future = service.pool.submit(contextvars.copy_context().run, self._run)
+        except BaseException:
+            self._release()
+            raise
+
+    def result(self) -> RunResult:
+        """Wait for the run to end and return what it made."""
+        return self._future.result()
+
+    def _run(self) -> RunResult:
+        result = RunResult(OptimizedPrompt(self._job.prompt, failed=False))
+        try:
+            result = self._produce()
+        except Exception as exc:  # a bug must still end the run and free its slots
+            result = dataclasses.replace(result, errors=[_as_error(exc)])
+        finally:
+            self._release()
+        self._progress.finished(result)
+        return result
+
+    def _produce(self) -> RunResult:
+        service, job = self._service, self._job
+        started = time.monotonic()
+        optimized = service.optimize(job.prompt, job.width, job.height)
+        optimize_ms = (time.monotonic() - started) * 1000
+        self._progress.optimized(optimized)
+        self._progress.generating()
+        job = dataclasses.replace(job, prompt=optimized.text)
+        siblings = [service.pool.submit(contextvars.copy_context().run, self._attempt, job,
+                                        optimize_ms) for _ in range(self._count - 1)]
+        outcomes = [self._attempt(job, optimize_ms)] + [sibling.result() for sibling in siblings]
+        images = [o for o in outcomes if isinstance(o, Image)]
+        errors = [o for o in outcomes if isinstance(o, FluxWorkerError)]
+        if images and errors:
+            log.warning("%d of %d images failed: %s", len(errors), self._count, errors[0].message)
+        return RunResult(optimized, images, errors)
+
+    def _attempt(self, job: ImageJob, optimize_ms: float) -> Image | FluxWorkerError:
+        try:
+            return self._service.make_image(job, {"optimize_ms": optimize_ms})
+        except Exception as exc:  # one failure must not discard paid-for siblings
+            return _as_error(exc)
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._service.capacity.release(self._count)
+
+
+def _as_error(exc: Exception) -> FluxWorkerError:
+    if isinstance(exc, FluxWorkerError):
+        return exc
+    log.exception("image generation failed")
+    return FluxWorkerError("The server had an internal error.")
 
 
 def fit_prompt(prompt: str, limit: int) -> str:
@@ -172,4 +254,3 @@ def fit_prompt(prompt: str, limit: int) -> str:
     cut = prompt[:limit]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:")
-

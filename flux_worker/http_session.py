@@ -1,72 +1,81 @@
-"""The one place that builds the requests Sessions the upstream clients use."""
+"""Calls to upstream services: pooled Sessions, one deadline for each whole
+call (retries and body included), retries only where repeating cannot cost
+twice, and one translation of transport faults."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from contextlib import contextmanager
-from typing import Iterator
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
 
 import requests
+import tenacity
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
-from urllib3.util.retry import Retry
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, MaxRetryError,
+                                NewConnectionError, ReadTimeoutError)
 
-from . import __version__
-from .errors import UpstreamError, UpstreamTimeout
+from .errors import FluxWorkerError, Resend, UpstreamError, UpstreamTimeout
+from .redaction import Redactor
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"flux-worker/{__version__}"
-RETRY_STATUSES = (429, 502, 503, 504)
+READ_CHUNK = 64 * 1024
+# The largest answer read: a 2500x2500 PNG in base64 is ~25 MB at worst.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+T = TypeVar("T")
 
 
-class UpstreamRetry(Retry):
-    """urllib3 Retry that never repeats a call that timed out.
+class Deadline:
+    """The moment by which a whole call must be done."""
 
-    A dropped connection is worth another try; a read timeout already used
-    the whole time budget, and repeating it would multiply the wait.
-    """
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self._end = clock() + seconds
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
-                  _stacktrace=None):
-        if isinstance(error, ReadTimeoutError):
-            raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
+    def remaining(self) -> float:
+        return self._end - self._clock()
 
 
-def make_retry(retries: int = 3, backoff: float = 0.5, max_wait: float = 8.0) -> Retry:
-    """Retry transient failures with exponential backoff and jitter.
+@dataclass(frozen=True)
+class Answer:
+    """An upstream's whole answer, read within the call's deadline."""
 
-    POST is included: a 429/5xx or a refused/dropped connection means no image
-    was delivered, so trying again is what the caller wants.
-    """
-    return UpstreamRetry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        other=0,
-        redirect=0,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "PUT", "POST", "DELETE"}),
-        backoff_factor=backoff,
-        backoff_jitter=backoff / 2,
-        backoff_max=max_wait,
-        respect_retry_after_header=True,
-        retry_after_max=int(max_wait) or 1,
-        raise_on_status=False,  # the last response reaches the client code
-    )
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
+
+    def json(self) -> object:
+        """:raises ValueError: when the body is not JSON."""
+        return json.loads(self.body)
 
 
-def make_session(pool_size: int = 10, retry: Retry | None = None,
-                 base_url: str | None = None) -> requests.Session:
-    """Return a Session with pooled connections, retries and our User-Agent.
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a call is repeated when that is safe."""
 
-    With ``base_url`` (every call goes under it), the proxy and CA settings of
-    the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) are read once
-    here: requests would otherwise scan the whole environment on every call,
-    the largest CPU cost of a call after the network itself.
+    retries: int = 3
+    backoff: float = 0.5  # the first wait; then doubling, with jitter
+    max_wait: float = 8.0
+
+
+def make_session(pool_size: int = 10, base_url: str | None = None) -> requests.Session:
+    """Return a Session with pooled connections and our User-Agent.
+
+    It retries nothing itself: `Upstream.call` decides, per failure, whether
+    a repeat is safe. With ``base_url`` (every call goes under it), the proxy
+    and CA settings of the environment are read once here: requests would
+    otherwise scan the whole environment on every call.
     """
     session = requests.Session()
     if base_url:
@@ -74,43 +83,143 @@ def make_session(pool_size: int = 10, retry: Retry | None = None,
         session.proxies.update(requests.utils.get_environ_proxies(base_url))
         session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
                           or True)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
-                          max_retries=retry if retry is not None else make_retry())
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
 
 
-def call(session: requests.Session, method: str, url: str, *, service: str,
-         timeout: tuple[float, float], **kwargs) -> requests.Response:
-    """Make one call (retries happen in the session) and translate its faults.
+class Upstream:
+    """One upstream service as its client sees it: a session, a time bound per
+    call, a retry policy, and the redactor its text passes through."""
 
-    :raises UpstreamTimeout: when the service did not answer in time.
-    :raises UpstreamError: when it could not be reached.
-    """
-    with _translated_faults(service, "could not be reached"):
-        return session.request(method, url, timeout=timeout, **kwargs)
+    def __init__(self, service: str, session: requests.Session, *, timeout: float,
+                 connect_timeout: float = 10.0, retry: RetryPolicy | None = None,
+                 redact: Redactor | None = None):
+        self.service = service
+        self.session = session
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry = retry or RetryPolicy()
+        self.redact = redact or Redactor()
+
+    def call(self, method: str, url: str, check: Callable[[Answer], T], *, idempotent: bool,
+             **kwargs) -> T:
+        """Send a request and return what ``check`` makes of the whole answer.
+
+        ``check`` raises our errors for answers it refuses; the error's
+        `resend` says whether the same call may go again (a POST that may
+        have made an image is never sent twice). Everything, waits between
+        tries included, happens within one deadline of ``timeout`` seconds.
+
+        :raises UpstreamTimeout: when the deadline passed.
+        :raises FluxWorkerError: what ``check`` raised, or a transport fault.
+        """
+        deadline = Deadline(self.timeout)
+        policy = self.retry
+
+        def attempt() -> T:
+            return check(self._exchange(method, url, deadline, kwargs))
+
+        def may_resend(exc: BaseException) -> bool:
+            if not isinstance(exc, FluxWorkerError):
+                return False
+            return exc.resend is Resend.ALWAYS or (idempotent and exc.resend is Resend.IF_IDEMPOTENT)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            backoff = policy.backoff * 2 ** (state.attempt_number - 1)
+            backoff += random.uniform(0, policy.backoff / 2)  # jitter spreads a burst
+            exc = state.outcome.exception() if state.outcome else None
+            asked = getattr(exc, "retry_after", None) or 0
+            return min(max(backoff, asked), max(policy.max_wait, asked))
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            out_of_tries = state.attempt_number > policy.retries
+            return out_of_tries or (state.upcoming_sleep or 0) >= deadline.remaining()
+
+        def note(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("%s: %s; trying again in %.1f s", self.service,
+                     getattr(exc, "message", type(exc).__name__), state.upcoming_sleep)
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(may_resend), wait=wait,
+                                     stop=stop, before_sleep=note, reraise=True)
+        return retrying(attempt)
+
+    def _exchange(self, method: str, url: str, deadline: Deadline, kwargs: dict) -> Answer:
+        """One request and its whole body, within what is left of the deadline."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"{self.service} did not answer in time.")
+        try:
+            response = self.session.request(
+                method, url, stream=True, timeout=(min(self.connect_timeout, remaining), remaining),
+                **kwargs)
+        except requests.Timeout as exc:
+            if isinstance(exc, requests.ConnectTimeout):
+                raise self._unreachable(exc) from None
+            raise UpstreamTimeout(f"{self.service} did not answer in time.") from None
+        except requests.RequestException as exc:
+            if _never_sent(exc):
+                raise self._unreachable(exc) from None
+            log.warning("%s: the connection broke before the answer (%s)", self.service,
+                        type(exc).__name__)
+            raise UpstreamError(f"{self.service} closed the connection without answering.",
+                                resend=Resend.IF_IDEMPOTENT) from None
+        try:
+            body = self._read_body(response, deadline)
+        finally:
+            response.close()
+        return Answer(response.status_code, response.headers, body)
+
+    def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
+        """Read the body in pieces, each socket read bounded by the time left,
+        so a trickling or stalled body ends at the deadline."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise self._too_large()
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    raise UpstreamTimeout(f"{self.service} did not finish its answer in time.")
+                connection = raw.connection
+                if connection is not None and connection.sock is not None:
+                    connection.sock.settimeout(remaining)
+                chunk = raw.read1(READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise self._too_large()
+                chunks.append(chunk)
+        except ReadTimeoutError:
+            raise UpstreamTimeout(f"{self.service} did not finish its answer in time.") from None
+        except (HTTPError, OSError) as exc:
+            log.warning("%s: the answer was cut off (%s)", self.service, type(exc).__name__)
+            raise UpstreamError(f"{self.service} answer was cut off.",
+                                resend=Resend.IF_IDEMPOTENT) from None
+
+    def _unreachable(self, exc: Exception) -> UpstreamError:
+        # The exception text may hold the URL (account id); keep it out of logs.
+        log.warning("%s could not be reached (%s)", self.service, type(exc).__name__)
+        return UpstreamError(f"{self.service} could not be reached.", resend=Resend.ALWAYS)
+
+    def _too_large(self) -> UpstreamError:
+        return UpstreamError(f"{self.service} sent an answer larger than "
+                             f"{MAX_ANSWER_BYTES // (1024 * 1024)} MiB.", resend=Resend.NEVER)
+
+    def close(self) -> None:
+        self.session.close()
 
 
-def read_body(response: requests.Response, service: str) -> bytes:
-    """Read the body of a response made with ``stream=True``, translating faults.
-
-    :raises UpstreamTimeout: when the body stopped arriving in time.
-    :raises UpstreamError: when the connection broke while reading.
-    """
-    with _translated_faults(service, "answer was cut off"):
-        return response.content
-
-
-@contextmanager
-def _translated_faults(service: str, broken: str) -> Iterator[None]:
-    """Turn requests' timeouts into 504s and other transport faults into 502s."""
-    try:
-        yield
-    except requests.Timeout as exc:
-        raise UpstreamTimeout(f"{service} did not answer in time.") from exc
-    except requests.RequestException as exc:
-        # The exception text may hold the URL (account id); keep it out of replies.
-        log.warning("%s %s: %s", service, broken, type(exc).__name__)
-        raise UpstreamError(f"{service} {broken}.") from exc
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the upstream (refused, no route, DNS)."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))

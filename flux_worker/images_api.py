@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-import logging
 from dataclasses import dataclass
 
 from . import openai_format
-from .chat import check_optional_types
-from .errors import FluxWorkerError, InvalidRequest
-from .generation import ImageJob, ImageService
+from .errors import InvalidRequest
+from .generation import ImageService
 from .models import ImageModel
-from .sizes import parse_prompt, ratio_from_size, size_for
+from .planning import INTEGER, STRING, ImageJob, check_optional_types, plan_job
 
-log = logging.getLogger(__name__)
 MAX_IMAGES = 4
-_OPTIONAL_FIELDS = {"model": str, "size": str, "quality": str, "style": str, "user": str,
-                    "response_format": str, "n": int}
+_OPTIONAL_FIELDS = {"model": STRING, "size": STRING, "quality": STRING, "style": STRING,
+                    "user": STRING, "response_format": STRING, "n": INTEGER}
 
 
 @dataclass(frozen=True)
@@ -59,55 +55,29 @@ def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
 
     :raises InvalidRequest: for a bad size, or a prompt over the model's limit.
     """
-    parsed = parse_prompt(request.prompt, param="prompt")
-    ratio = ratio_from_size(request.size) if request.size else None
-    ratio = ratio or parsed.ratio
-    if not parsed.text:
-        raise InvalidRequest("The prompt is empty once the aspect ratio is taken out.",
-                             param="prompt")
-    if len(parsed.text) > model.max_prompt_chars:
-        raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
-                             f"most {model.max_prompt_chars}.", param="prompt",
-                             code="prompt_too_long")
-    width, height = size_for(ratio, model, param="size" if request.size else "prompt")
-    return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
-                    negative_prompt=parsed.negative)
+    return plan_job(request.prompt, model, size=request.size, prompt_param="prompt")
 
 
 def generate(service: ImageService, request: ImagesRequest, job: ImageJob,
              image_base_url: str) -> dict:
-    """Make the images in parallel (capacity already reserved) and describe them.
+    """Make the images in parallel and describe them.
 
     Images that were made are returned even when a sibling failed: they are
     paid for. Only when none was made is the first error raised.
+
+    :raises FluxWorkerError: when the work cannot start, or no image was made.
     """
-    try:
-        optimized = service.optimize(job.prompt, job.width, job.height)
-    except BaseException:
-        service.capacity.release(request.n)
-        raise
+    result = service.start(job, count=request.n).result()
+    if not result.images:
+        raise result.first_error()
+    optimized = result.optimized
     revised = optimized.text if service.optimizer and not optimized.failed else None
-    job = dataclasses.replace(job, prompt=optimized.text)
-    futures = [service.submit(lambda: service.create(job)) for _ in range(request.n)]
-    items, errors = [], []
-    for future in futures:
-        try:
-            image = future.result()
-        except FluxWorkerError as exc:
-            errors.append(exc)
-            continue
-        except Exception:  # a bug in one must not discard its paid-for siblings
-            log.exception("image generation failed")
-            errors.append(FluxWorkerError("The server had an internal error."))
-            continue
+    items = []
+    for image in result.images:
         item: dict = {"revised_prompt": revised} if revised else {}
         if request.response_format == "b64_json":
             item["b64_json"] = base64.b64encode(image.data).decode("ascii")
         else:
             item["url"] = f"{image_base_url}/image/{image.key}"
         items.append(item)
-    if not items:
-        raise errors[0]
-    if errors:
-        log.warning("%d of %d images failed: %s", len(errors), request.n, errors[0].message)
     return openai_format.images_response(items)

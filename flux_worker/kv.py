@@ -2,59 +2,62 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import quote
 
-import requests
-
-from . import cloudflare, http_session
-from .errors import UpstreamError
-from .settings import KV_MIN_TTL
+from . import cloudflare
+from .http_session import Answer, Upstream
 
 SERVICE = "Workers KV"
+KV_MIN_TTL = 60  # Workers KV refuses expiration_ttl under 60 seconds
+
+
+@dataclass(frozen=True)
+class KVValue:
+    data: bytes
+    expires_at: float | None  # unix seconds, from KV's `expiration` header
 
 
 class KVClient:
-    """Reads and writes values of one namespace over the REST API."""
+    """Reads and writes values of one namespace over the REST API; both are
+    idempotent, so any transient failure is tried again."""
 
-    def __init__(self, *, api_base: str, account_id: str, namespace_id: str, api_token: str,
-                 session: requests.Session, timeout: float = 30.0, connect_timeout: float = 10.0):
+    def __init__(self, upstream: Upstream, *, api_base: str, account_id: str, namespace_id: str,
+                 api_token: str):
+        self._upstream = upstream
         self._url = f"{api_base}/accounts/{account_id}/storage/kv/namespaces/{namespace_id}/values/"
         self._headers = {"Authorization": f"Bearer {api_token}"}
-        self._session = session
-        self._timeout = (connect_timeout, timeout)
 
     def put(self, key: str, value: bytes, ttl: int) -> None:
         """Store value under key for ttl seconds (at least KV's minimum of 60).
 
-        :raises UpstreamError: when KV refused or failed after retries.
+        :raises FluxWorkerError: when KV refused or failed after retries.
         """
-        response = http_session.call(
-            self._session, "PUT", self._url + quote(key, safe=""), service=SERVICE,
-            timeout=self._timeout, params={"expiration_ttl": max(ttl, KV_MIN_TTL)},
-            data=value, headers={**self._headers, "Content-Type": "application/octet-stream"})
-        if response.status_code != 200:
-            self._raise(response)
+        self._upstream.call(
+            "PUT", self._url + quote(key, safe=""), self._check, idempotent=True,
+            params={"expiration_ttl": max(ttl, KV_MIN_TTL)}, data=value,
+            headers={**self._headers, "Content-Type": "application/octet-stream"})
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> KVValue | None:
         """Return the value under key, or None when it is missing or expired.
 
-        :raises UpstreamError: when KV failed after retries.
+        :raises FluxWorkerError: when KV failed after retries.
         """
-        response = http_session.call(
-            self._session, "GET", self._url + quote(key, safe=""), service=SERVICE,
-            timeout=self._timeout, headers={**self._headers, "Accept": "application/octet-stream"})
-        if response.status_code == 404 and not cloudflare.is_unroutable(response):
-            return None  # missing or expired (code 10009)
-        if response.status_code != 200:
-            self._raise(response)
-        return response.content
+        return self._upstream.call(
+            "GET", self._url + quote(key, safe=""), self._value, idempotent=True,
+            headers={**self._headers, "Accept": "application/octet-stream"})
+
+    def _value(self, answer: Answer) -> KVValue | None:
+        if answer.status == 404 and cloudflare.is_missing_key(answer, self._upstream.redact):
+            return None
+        self._check(answer)
+        expiration = answer.headers.get("expiration", "").strip()
+        return KVValue(answer.body, float(expiration) if expiration.isdigit() else None)
+
+    def _check(self, answer: Answer) -> None:
+        if answer.status != 200:
+            raise cloudflare.error_for(answer, SERVICE, self._upstream.redact,
+                                       client_input=False)
 
     def close(self) -> None:
-        self._session.close()
-
-    @staticmethod
-    def _raise(response: requests.Response) -> None:
-        cloudflare.raise_for_common_failure(response, SERVICE)
-        detail = "; ".join(text for _, text in cloudflare.envelope_errors(response))
-        raise UpstreamError(f"Workers KV failed (HTTP {response.status_code}"
-                            f"{': ' + detail if detail else ''}).")
+        self._upstream.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import requests
-
-from . import http_session
-from .errors import UpstreamError
+from .errors import Resend, UpstreamError
+from .http_session import Answer, Upstream
 
 SERVICE = "The prompt optimizer"
 
@@ -22,16 +20,15 @@ DEFAULT_SYSTEM_MESSAGE = (
 class PromptOptimizer:
     """Asks an external chat model to rewrite a prompt for the image model."""
 
-    def __init__(self, *, api_base: str, model: str, api_key: str, session: requests.Session,
-                 system_message: str = "", timeout: float = 20.0, connect_timeout: float = 5.0):
+    def __init__(self, upstream: Upstream, *, api_base: str, model: str, api_key: str,
+                 system_message: str = ""):
+        self._upstream = upstream
         base = api_base.rstrip("/")
         # Accept a base with or without the /v1 that OpenAI-style bases carry.
         self._url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
         self._system = system_message or DEFAULT_SYSTEM_MESSAGE
-        self._session = session
-        self._timeout = (connect_timeout, timeout)
 
     def optimize(self, prompt: str, width: int, height: int) -> str:
         """Return the rewritten prompt.
@@ -46,21 +43,33 @@ class PromptOptimizer:
                 {"role": "user", "content": f"{prompt}\n\n(Image size: {width}x{height})"},
             ],
         }
-        response = http_session.call(self._session, "POST", self._url, service=SERVICE,
-                                   timeout=self._timeout, json=body, headers=self._headers)
-        if response.status_code != 200:
-            raise UpstreamError(f"{SERVICE} failed (HTTP {response.status_code}).")
+        # A chat call may be billed: sent again only when it cannot have run.
+        return self._upstream.call("POST", self._url, self._prompt, idempotent=False, json=body,
+                                   headers=self._headers)
+
+    def _prompt(self, answer: Answer) -> str:
+        if answer.status != 200:
+            raise UpstreamError(f"{SERVICE} failed (HTTP {answer.status}).",
+                                resend=_resend_for(answer.status))
         try:
-            text = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            text = answer.json()["choices"][0]["message"]["content"]  # type: ignore[index]
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, RecursionError):
             raise UpstreamError(f"{SERVICE} returned an unexpected answer.") from None
-        text = _unquote(text.strip()) if isinstance(text, str) else ""
+        # Upstream text: secrets it may echo are redacted, and it becomes one
+        # line (it is shown in the reply and logged).
+        text = " ".join(self._upstream.redact(text).split()) if isinstance(text, str) else ""
+        text = _unquote(text)
         if not text:
             raise UpstreamError(f"{SERVICE} returned an empty prompt.")
         return text
 
     def close(self) -> None:
-        self._session.close()
+        self._upstream.close()
+
+
+def _resend_for(status: int) -> Resend:
+    """429 and 503 mean the model did not run; anything else may have."""
+    return Resend.ALWAYS if status in (429, 503) else Resend.NEVER
 
 
 def _unquote(text: str) -> str:

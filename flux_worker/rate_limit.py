@@ -15,7 +15,8 @@ from flask import Flask, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
-from .errors import RateLimited, error_response
+from .error_handlers import error_response
+from .errors import RateLimited
 from .settings import Settings
 
 

@@ -8,18 +8,24 @@ where /v1 goes.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import chat, images_api, openai_format, sse
 from .auth import check_api_key
-from .errors import InvalidRequest, NotFound
+from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
 from .models import ModelCatalog
 from .settings import Settings
 from .store import ImageStore
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("pages", __name__)
 api = Blueprint("api", __name__)
@@ -29,12 +35,20 @@ IMAGE_KEY = re.compile(r"^[A-Za-z0-9_-]{22}$")  # secrets.token_urlsafe(16)
 
 @dataclass
 class Services:
-    """What the views use, built once in create_app."""
+    """What the views use, built once in create_app; `close` ends it all."""
 
     settings: Settings
     catalog: ModelCatalog
     images: ImageService
     store: ImageStore
+
+    def close(self) -> None:
+        """Stop the pool and close every session and connection (worker exit)."""
+        self.images.close()
+        for client in (self.images.workers_ai, self.images.optimizer):
+            if client is not None:
+                client.close()
+        self.store.close()
 
 
 def services() -> Services:
@@ -49,15 +63,47 @@ def image_base_url() -> str:
 def read_json() -> object:
     """Return the request body parsed as JSON, whatever Content-Type claims.
 
-    :raises InvalidRequest: for an empty body or invalid JSON.
+    :raises InvalidRequest: for an empty body, invalid JSON, or text that
+        cannot be encoded again (a lone UTF-16 surrogate such as "\\ud800").
+    :raises RequestEntityTooLarge: for a body over the limit, chunked or not.
     """
     data = request.get_data(cache=True)
+    # werkzeug stops reading a chunked body at the limit without a word.
+    if request.content_length is None and len(data) >= services().settings.max_body_bytes:
+        raise RequestEntityTooLarge()
     if not data.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return json.loads(data)
+        body = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise InvalidRequest("The request body is not valid JSON.") from None
+    _refuse_lone_surrogates(body)
+    return body
+
+
+def _refuse_lone_surrogates(body: object) -> None:
+    """Refuse text that is valid JSON but not Unicode: it would be paid for,
+    then fail to encode in the reply.
+
+    :raises InvalidRequest: naming where the text is.
+    """
+    pending: list[tuple[object, str]] = [(body, "")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((item, f"{path}.{key}" if path else str(key))
+                           for key, item in value.items())
+            pending.extend((key, path or "body") for key in value)
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequest(f"{path or 'The body'} holds a lone UTF-16 surrogate "
+                                     "(an escape such as \\ud800 without its pair); send "
+                                     "valid Unicode text.", param=path or None,
+                                     code="invalid_unicode") from None
 
 
 @bp.get("/")
@@ -86,12 +132,21 @@ def get_image(key: str):
     """Serve stored image bytes; public, since chat clients load them from markdown."""
     if not IMAGE_KEY.match(key):
         raise NotFound("No image with that key.")
-    image = services().store.get(key)
+    try:
+        image = services().store.get(key)
+    except FluxWorkerError as exc:
+        # Public and unauthenticated: upstream text stays in the log.
+        log.warning("image %s could not be read: %s", key, exc.message)
+        kind = UpstreamTimeout if isinstance(exc, UpstreamTimeout) else UpstreamError
+        raise kind("The image could not be read right now; try again shortly.") from None
     if image is None:
         raise NotFound("No image with that key; it may have expired.")
     response = Response(image.data, mimetype=image.content_type)
-    response.headers["Cache-Control"] = (
-        f"public, max-age={services().settings.image_expiration}, immutable")
+    # Caches keep it for the time it has left, not for the whole lifetime.
+    expires_at = image.expires_at or time.time() + services().settings.image_expiration
+    seconds_left = max(0, int(expires_at - time.time()))
+    response.headers["Cache-Control"] = f"public, max-age={seconds_left}, immutable"
+    response.headers["Expires"] = formatdate(expires_at, usegmt=True)
     response.set_etag(key)  # the key names these bytes for good
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response.make_conditional(request)  # 304 for If-None-Match
@@ -115,8 +170,6 @@ def chat_completions():
     plan = chat.plan_chat(chat_request, svc.catalog.pick(chat_request.model_name),
                           language=svc.settings.response_language,
                           prompt_model=svc.images.prompt_model)
-    if plan.job is not None:
-        svc.images.reserve()
     base_url = image_base_url()
     if chat_request.stream:
         frames = chat.stream(svc.images, plan, base_url, svc.settings.sse_keepalive_seconds)
@@ -129,5 +182,4 @@ def create_images():
     svc = services()
     images_request = images_api.parse_images_request(read_json())
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
-    svc.images.reserve(images_request.n)
     return jsonify(images_api.generate(svc.images, images_request, job, image_base_url()))

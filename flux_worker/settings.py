@@ -3,30 +3,93 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Mapping
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping, NoReturn
+from urllib.parse import urlsplit
 
 from .models import REGISTRY
 
 DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
-KV_MIN_TTL = 60  # Workers KV refuses expiration_ttl under 60 seconds
 LANGUAGES = ("en", "zh-CN", "zh-TW", "ja", "es", "fr", "ru", "de")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The Python package each rate-limit storage needs (keyed by the scheme's first part).
+STORAGE_PACKAGES = {"redis": "redis", "rediss": "redis", "valkey": "valkey", "valkeys": "valkey",
+                    "memcached": "pymemcache", "mongodb": "pymongo"}
 
 
 class ConfigError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
+def exit_with_config_error(exc: ConfigError) -> NoReturn:
+    """Stop start-up with one line naming the variable, not a traceback.
+
+    SystemExit passes through gunicorn's handling of its config file and of the
+    preloaded app, both of which catch only Exception.
+    """
+    sys.stderr.write(f"flux-worker: configuration error: {exc}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def load_dotenv_file() -> None:
+    """Load .env from the working directory when present; real env vars win.
+
+    gunicorn.conf.py and create_app both call this, so a setting in .env means
+    the same to gunicorn as to the app.
+    """
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        return
+    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+
+
+def _default_workers() -> int:
+    return min(os.cpu_count() or 1, 4)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """gunicorn's settings (gunicorn.conf.py), checked like the app's so a bad
+    value stops start-up with a message naming the variable."""
+
+    port: int = 8000
+    workers: int = field(default_factory=_default_workers)
+    threads: int = 128
+    timeout: int = 120  # 0: gunicorn never restarts a silent worker
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ServerSettings":
+        """:raises ConfigError: naming the variable whose value is invalid."""
+        reader = _EnvReader(env)
+        return cls(
+            port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
+            workers=reader.integer("WEB_CONCURRENCY", _default_workers(), minimum=1),
+            threads=reader.integer("GUNICORN_THREADS", 128, minimum=1),
+            timeout=reader.integer("GUNICORN_TIMEOUT", 120, minimum=0),
+            log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the service is configured with; tests build it directly."""
+    """Everything the service is configured with; tests build it directly.
 
-    api_keys: tuple[str, ...] = ()
-    cf_account_id: str = ""
-    cf_api_token: str = ""
+    Fields holding secrets are left out of repr, so logging settings (or a
+    traceback showing them) never prints a key or token.
+    """
+
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    cf_account_id: str = field(default="", repr=False)
+    cf_api_token: str = field(default="", repr=False)
     cf_api_base: str = DEFAULT_CF_API_BASE
-    cf_kv_namespace_id: str = ""
+    cf_kv_namespace_id: str = field(default="", repr=False)
     image_store_path: str = "data/images.sqlite3"
     image_expiration: int = 1800
     flux_model: str = DEFAULT_FLUX_MODEL
@@ -35,7 +98,7 @@ class Settings:
     prompt_optimization: bool = False
     external_api_base: str = ""
     external_model: str = ""
-    external_api_key: str = ""
+    external_api_key: str = field(default="", repr=False)
     system_message: str = ""
     public_base_url: str = ""
     response_language: str = "en"
@@ -45,10 +108,10 @@ class Settings:
     retry_backoff_seconds: float = 0.5  # first retry waits about this long, then doubles
     sse_keepalive_seconds: float = 10.0
     max_concurrent_generations: int = 128
-    image_cache_bytes: int = 32 * 1024 * 1024
     rate_limit: str = ""
-    rate_limit_storage_uri: str = "memory://"
+    rate_limit_storage_uri: str = field(default="memory://", repr=False)  # may hold a password
     max_body_bytes: int = 1024 * 1024
+    log_level: str = "info"
 
     @property
     def workers_ai_configured(self) -> bool:
@@ -61,6 +124,14 @@ class Settings:
     @property
     def optimizer_enabled(self) -> bool:
         return self.prompt_optimization and bool(self.external_api_base and self.external_model)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, for scrubbing them out of logs."""
+        values = (*self.api_keys, self.cf_api_token, self.external_api_key,
+                  self.cf_account_id, self.cf_kv_namespace_id,
+                  urlsplit(self.rate_limit_storage_uri).password or "")
+        return tuple(value for value in values if value)
 
     def replace(self, **changes) -> "Settings":
         """Return a copy with some fields changed (handy in tests)."""
@@ -102,12 +173,14 @@ class Settings:
             max_concurrent_generations=reader.integer(
                 "MAX_CONCURRENT_GENERATIONS", 128, minimum=1, maximum=4096
             ),
-            image_cache_bytes=reader.integer("IMAGE_CACHE_BYTES", 32 * 1024 * 1024, minimum=0),
             rate_limit=reader.text("RATE_LIMIT"),
             rate_limit_storage_uri=reader.text("RATE_LIMIT_STORAGE_URI", "memory://"),
+            log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         )
         if settings.rate_limit:
             _check_rate_limit(settings.rate_limit)
+        if settings.rate_limit_storage_uri != "memory://":
+            _check_storage_uri(settings.rate_limit_storage_uri)
         if settings.prompt_optimization and not settings.optimizer_enabled:
             raise ConfigError(
                 "PROMPT_OPTIMIZATION is on but EXTERNAL_API_BASE and EXTERNAL_MODEL are not both set"
@@ -142,6 +215,27 @@ def _check_rate_limit(value: str) -> None:
     except ValueError:
         raise ConfigError(f"RATE_LIMIT must look like 60/minute or 10/second;100/hour "
                           f"(got {value!r})") from None
+
+
+def _check_storage_uri(uri: str) -> None:
+    """Refuse a storage Flask-Limiter cannot use, without connecting to it.
+
+    Otherwise a missing client package only shows up as limits'
+    ConfigurationError traceback while the app is built. The message names the
+    scheme only: the URI may hold a password.
+    """
+    import limits.storage  # registers the schemes limits knows
+
+    scheme = urlsplit(uri).scheme.lower()
+    known = sorted(name for name in getattr(limits.storage, "SCHEMES", {})
+                   if not name.startswith("async+"))  # Flask-Limiter is synchronous
+    if known and scheme not in known:
+        raise ConfigError(f"RATE_LIMIT_STORAGE_URI has an unknown scheme {scheme + '://'!r}; "
+                          f"use one of {', '.join(name + '://' for name in known)}")
+    package = STORAGE_PACKAGES.get(scheme.split("+")[0])
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"RATE_LIMIT_STORAGE_URI uses {scheme}:// storage, which needs the "
+                          f"{package} package: pip install {package}")
 
 
 class _EnvReader:

@@ -1,4 +1,5 @@
-"""Where generated images live until they expire: Workers KV or embedded SQLite."""
+"""Where generated images live until they expire: the embedded SQLite store on
+this machine, and Workers KV for every machine when configured."""
 
 from __future__ import annotations
 
@@ -6,24 +7,24 @@ import logging
 import os
 import queue
 import sqlite3
-import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from .errors import FluxWorkerError
 from .imaging import sniff_content_type
 from .kv import KVClient
 
 log = logging.getLogger(__name__)
+IDLE_CONNECTIONS = 8  # SQLite connections kept open for the next request
 
 
 @dataclass(frozen=True)
 class StoredImage:
     data: bytes
     content_type: str
+    expires_at: float | None  # unix seconds; None when the store cannot tell
 
 
 class ImageStore(Protocol):
@@ -31,11 +32,11 @@ class ImageStore(Protocol):
 
     def get(self, key: str) -> StoredImage | None: ...
 
+    def close(self) -> None: ...
 
-def _stored(data: bytes | None) -> StoredImage | None:
-    if data is None:
-        return None
-    return StoredImage(data, sniff_content_type(data) or "application/octet-stream")
+
+def _stored(data: bytes, expires_at: float | None) -> StoredImage:
+    return StoredImage(data, sniff_content_type(data) or "application/octet-stream", expires_at)
 
 
 class SQLiteImageStore:
@@ -43,13 +44,16 @@ class SQLiteImageStore:
 
     WAL mode lets readers and a writer work at once across processes.
     Connections are pooled and lent to one thread at a time: one per thread
-    would hold three file descriptors for each of hundreds of threads.
+    would hold three file descriptors for each of hundreds of threads. At
+    most IDLE_CONNECTIONS stay open after a burst.
+
+    :raises sqlite3.Error, OSError: when the file cannot be created or opened.
     """
 
-    def __init__(self, path: str, clock=time.time):
+    def __init__(self, path: str, clock: Callable[[], float] = time.time):
         self._path = path
         self._clock = clock
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._idle: queue.Queue[sqlite3.Connection] = queue.Queue(maxsize=IDLE_CONNECTIONS)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         db = self._connect()
@@ -77,7 +81,10 @@ class SQLiteImageStore:
         try:
             yield db
         finally:
-            self._idle.put(db)
+            try:
+                self._idle.put_nowait(db)
+            except queue.Full:
+                db.close()
 
     def put(self, key: str, data: bytes, ttl: int) -> None:
         now = self._clock()
@@ -86,11 +93,22 @@ class SQLiteImageStore:
                        (key, data, now + ttl))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
 
+    def put_until(self, key: str, data: bytes, expires_at: float) -> None:
+        """Keep a copy of an image until the moment it expires elsewhere."""
+        self.put(key, data, expires_at - self._clock())
+
     def get(self, key: str) -> StoredImage | None:
         with self._db() as db:
-            row = db.execute("SELECT data FROM images WHERE key = ? AND expires_at > ?",
+            row = db.execute("SELECT data, expires_at FROM images WHERE key = ? AND expires_at > ?",
                              (key, self._clock())).fetchone()
-        return _stored(row[0]) if row else None
+        return _stored(row[0], row[1]) if row else None
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 class KVImageStore:
@@ -103,74 +121,46 @@ class KVImageStore:
         self._client.put(key, data, ttl)
 
     def get(self, key: str) -> StoredImage | None:
-        return _stored(self._client.get(key))
+        value = self._client.get(key)
+        return _stored(value.data, value.expires_at) if value else None
+
+    def close(self) -> None:
+        self._client.close()
 
 
-class MemoryCache:
-    """A small LRU of recent images, bounded in bytes, with their expiry."""
+class WriteThroughStore:
+    """The embedded store on this machine first, Workers KV for the others.
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
-        self._max_bytes = max_bytes
-        self._clock = clock
-        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def put(self, key: str, data: bytes, ttl: int) -> None:
-        if len(data) > self._max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old:
-                self._bytes -= len(old[0])
-            self._items[key] = (data, self._clock() + ttl)
-            self._bytes += len(data)
-            while self._bytes > self._max_bytes:
-                _, (evicted, _) = self._items.popitem(last=False)
-                self._bytes -= len(evicted)
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return None
-            if item[1] <= self._clock():
-                del self._items[key]
-                self._bytes -= len(item[0])
-                return None
-            self._items.move_to_end(key)
-            return item[0]
-
-
-class ResilientStore:
-    """KV first, with a memory cache in front and the embedded store behind.
-
-    - Images this process wrote are served from memory at once, even while
-      KV (eventually consistent) does not show them yet.
-    - When KV will not take a write after retries, the image goes to the
-      embedded store, so the link in the reply still works: a paid-for image
-      is never lost.
+    - Every image is written to the embedded store too, so every worker
+      process here serves a fresh link at once: KV is eventually consistent
+      (a new key may stay invisible for 60 s, and an early miss is cached).
+    - KV is asked only for keys not found here (written on another machine);
+      what it returns is kept here until it expires.
+    - When KV will not take a write after retries, the image is still here,
+      so the link in the reply works: a paid-for image is never lost.
     """
 
-    def __init__(self, primary: ImageStore, fallback: ImageStore, cache: MemoryCache):
-        self._primary = primary
-        self._fallback = fallback
-        self._cache = cache
+    def __init__(self, local: SQLiteImageStore, remote: ImageStore):
+        self._local = local
+        self._remote = remote
 
     def put(self, key: str, data: bytes, ttl: int) -> None:
-        self._cache.put(key, data, ttl)
+        self._local.put(key, data, ttl)
         try:
-            self._primary.put(key, data, ttl)
+            self._remote.put(key, data, ttl)
         except FluxWorkerError as exc:
-            log.warning("KV write failed (%s); keeping image %s in the embedded store",
+            log.warning("KV write failed (%s); image %s is kept in the embedded store only",
                         exc.message, key)
-            self._fallback.put(key, data, ttl)
 
     def get(self, key: str) -> StoredImage | None:
-        cached = self._cache.get(key)
-        if cached is not None:
-            return _stored(cached)
-        found = self._fallback.get(key)  # local and cheap: check it before the network
+        found = self._local.get(key)
         if found is not None:
             return found
-        return self._primary.get(key)
+        found = self._remote.get(key)
+        if found is not None and found.expires_at is not None:
+            self._local.put_until(key, found.data, found.expires_at)
+        return found
+
+    def close(self) -> None:
+        self._local.close()
+        self._remote.close()

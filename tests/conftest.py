@@ -86,8 +86,8 @@ def rsps():
 
 @pytest.fixture
 def session():
-    """An upstream session as the app makes them, retrying without waiting."""
-    s = http_session.make_session(4, http_session.make_retry(backoff=0))
+    """An upstream session as the app makes them (retries are Upstream's, not its own)."""
+    s = http_session.make_session(4)
     yield s
     s.close()
 

@@ -1,5 +1,6 @@
 """A fake Cloudflare on 127.0.0.1: Workers AI, Workers KV and an
-OpenAI-compatible prompt optimizer, faithful to the facts the service relies on.
+OpenAI-compatible prompt optimizer, faithful to the facts the service relies on
+(../shared/reference/CLOUDFLARE_API.md) and, on request, as unkind as the real API.
 
 Workers AI (POST /client/v4/accounts/{account}/ai/run/{model}):
 - Bearer auth, else 401 with code 10000; another account is 404 / 7003;
@@ -16,10 +17,42 @@ Workers AI (POST /client/v4/accounts/{account}/ai/run/{model}):
 Workers KV (/client/v4/accounts/{account}/storage/kv/namespaces/{ns}/values/{key}):
 - PUT stores the raw body; expiration_ttl under 60 is 400 / 10019.
 - GET answers raw application/octet-stream, or 404 / 10009 when missing or
-  expired; another namespace is 404 / 10013.
+  expired; another namespace is 404 / 10013. A key written with a TTL is
+  answered with an ``expiration`` header (unix seconds, an integer).
+- Eventual consistency: ``fake.kv_visibility_delay`` (seconds, default 0) hides
+  a write from GET for that long after the PUT (a new key is 404 / 10009, an
+  overwritten key still shows its previous value).
+- Negative caching: ``fake.kv_negative_cache_seconds`` (default 0): after a GET
+  miss, GETs of that key keep missing for that long, even if it is written
+  meanwhile ("Negative lookups are cached too").
+- ``fake.kv_value(key)`` and ``fake.kv_ttl(key)`` show what was last written,
+  whatever GET would see.
 
 Faults are queued per route ("ai", "kv_put", "kv_get", "optimizer") with
-``inject`` and consumed one per request, first in first out.
+``fake.inject(route, *faults)`` and consumed one per request, first in first out.
+- status(code, errors, headers, body): an error envelope (or ``body``).
+- delay(seconds): wait, then answer normally.  hang(seconds): say nothing, close.
+- drop(): close without answering.  malformed(kind): a broken 200.
+- trickle(bytes_per_second=1.0, total_seconds=30): the real answer's status and
+  headers (true Content-Length), then its body a byte at a time; gives up after
+  total_seconds or when the client goes away.
+- stall_after_headers(seconds=30): the real answer's headers and first few
+  body bytes, then nothing for ``seconds``, then close.
+- html_error(status=502): a text/html error page from Cloudflare's edge
+  (502/520/521/522/524 and others), not the JSON envelope.
+- echo(status=400, code=5006): an error whose message repeats the request's
+  Authorization header, full path (account and namespace ids) and, on "ai" and
+  "optimizer", the prompt; "optimizer" answers OpenAI's {"error": {...}} shape.
+- The documented codes, each a ready status fault: model_agreement() 403/5016,
+  account_blocked() 403/3023, unknown_model_404() 404/3042, unknown_model()
+  400/5007, daily_allowance_used() 429/3036, capacity() 429/3040, nsfw()
+  400/3030, too_large() 413/3006, invalid_base64() 400/8006.
+- image_answer(data): a 200 carrying ``data`` as the requested model answers
+  images (base64 in the envelope, or raw bytes with its Content-Type).
+Faults that wait stop early when the client disconnects, or when
+``fake.reset()`` or ``fake.stop()`` is called.
+
+Every request is recorded in ``fake.calls``; ``fake.calls_to(route)`` filters them.
 """
 
 from __future__ import annotations
@@ -27,12 +60,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
+import secrets
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -65,18 +103,27 @@ MAX_STEPS = {"@cf/black-forest-labs/flux-1-schnell": ("steps", 8),
              "@cf/leonardo/lucid-origin": ("steps", 40),
              "@cf/leonardo/phoenix-1.0": ("num_steps", 50)}
 
+ROUTES = ("ai", "kv_put", "kv_get", "optimizer")
+POLL_SECONDS = 0.02  # how often a waiting fault looks for a hang-up or a reset
+
 
 # --- faults ----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # status | delay | hang | malformed | drop
+    """One planned misbehaviour; build them with the functions below."""
+
+    kind: str  # status | delay | hang | malformed | drop | trickle | stall | echo | image
     status: int = 0
     errors: tuple = ()
     headers: dict = field(default_factory=dict)
     body: bytes | None = None
     seconds: float = 0.0
     malformed: str = ""
+    content_type: str = "application/json"
+    rate: float = 0.0  # trickle: bytes per second
+    first_bytes: int = 0  # stall: body bytes sent before stalling
+    code: int = 0  # echo: the Cloudflare error code
 
 
 def status(code: int, errors=None, headers=None, body: bytes | str | None = None) -> Fault:
@@ -109,9 +156,195 @@ def drop() -> Fault:
     return Fault("drop")
 
 
+def trickle(bytes_per_second: float = 1.0, total_seconds: float = 30.0) -> Fault:
+    """The real answer's status and headers (with its true Content-Length) at
+    once, then its body one byte at a time at ``bytes_per_second``; closes the
+    connection, body unfinished, after ``total_seconds`` or when the client goes."""
+    assert bytes_per_second > 0, bytes_per_second
+    return Fault("trickle", rate=bytes_per_second, seconds=total_seconds)
+
+
+def stall_after_headers(seconds: float = 30.0, first_bytes: int = 8) -> Fault:
+    """The real answer's status, headers (true Content-Length) and its first
+    ``first_bytes`` body bytes, then nothing for ``seconds``, then close."""
+    return Fault("stall", seconds=seconds, first_bytes=first_bytes)
+
+
+def html_error(status: int = 502, host: str = "api.cloudflare.com") -> Fault:
+    """A 5xx page as Cloudflare's edge serves it: text/html, not JSON."""
+    title = EDGE_ERRORS.get(status) or _phrase(status)
+    ray = secrets.token_hex(8)
+    page = EDGE_PAGE.format(host=host, status=status, title=title, title_lower=title.lower(),
+                            ray=ray,
+                            when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    return Fault("status", status=status, body=page.encode(),
+                 content_type="text/html; charset=UTF-8",
+                 headers={"Server": "cloudflare", "CF-RAY": f"{ray}-SJC",
+                          "Cache-Control": "private, max-age=0, no-store, no-cache"})
+
+
+def echo(status: int = 400, code: int = 5006) -> Fault:
+    """An error whose message repeats what the client sent: its Authorization
+    header, the full request path and (on "ai" and "optimizer") the prompt. On
+    "optimizer" the body is OpenAI's ``{"error": {"message": ...}}``."""
+    return Fault("echo", status=status, code=code)
+
+
+def image_answer(data: bytes) -> Fault:
+    """A 200 answering ``data`` as the requested model answers images: base64 in
+    ``result.image`` for base64 models, raw bytes with the model's declared
+    Content-Type for binary ones (raw octet-stream on the KV routes)."""
+    return Fault("image", body=bytes(data))
+
+
+# The errors Cloudflare documents (dcd:/workers-ai/platform/errors and
+# CLOUDFLARE_API.md §1, §6). Messages are the docs' descriptions unless noted.
+
+def model_agreement(headers=None) -> Fault:
+    """403 / 5016: the account has not agreed to the model's terms."""
+    return status(403, [(5016, "User has not agreed to Llama3.2 model terms")], headers)
+
+
+def account_blocked(headers=None) -> Fault:
+    """403 / 3023: the account may not use Workers AI."""
+    return status(403, [(3023, "Service unavailable for account")], headers)
+
+
+def unknown_model_404(headers=None) -> Fault:
+    """404 / 3042: "Invalid model ID"."""
+    return status(404, [(3042, "The model name is invalid")], headers)
+
+
+def unknown_model(model: str = "@cf/unknown/model", headers=None) -> Fault:
+    """400 / 5007: "No such model ${model} or task"."""
+    return status(400, [(5007, f"No such model {model} or task")], headers)
+
+
+def daily_allowance_used(headers=None) -> Fault:
+    """429 / 3036: the free 10,000 neurons of the day are used up (until 00:00 UTC)."""
+    return status(429, [(3036, "You have used up your daily free allocation of 10,000 "
+                               "neurons. Please upgrade to Cloudflare's Workers Paid plan "
+                               "if you would like to continue usage.")], headers)
+
+
+def capacity(headers=None) -> Fault:
+    """429 / 3040: out of capacity. The errors table says "No more data centers
+    to forward the request to"; this is the text workers-ai/features/reject-if-busy
+    quotes, which is what a busy model answers."""
+    return status(429, [(3040, "Capacity temporarily exceeded, please try again.")], headers)
+
+
+def nsfw(headers=None) -> Fault:
+    """400 / 3030 (third-party reports; not in Cloudflare's table)."""
+    return status(400, [(3030, "Input prompt contains NSFW content.")], headers)
+
+
+def too_large(headers=None) -> Fault:
+    """413 / 3006: the request is too large."""
+    return status(413, [(3006, "Request is too large")], headers)
+
+
+def invalid_base64(headers=None) -> Fault:
+    """400 / 8006: an input image is not valid base64 (CLOUDFLARE_API.md §6)."""
+    return status(400, [(8006, "Invalid data for image - invalid base64 encoding")], headers)
+
+
+def _phrase(http_status: int) -> str:
+    try:
+        return HTTPStatus(http_status).phrase
+    except ValueError:
+        return "Error"
+
+
 def _default_code(http_status: int) -> int:
     return {401: 10000, 403: 10000, 404: 7003, 408: 3007, 413: 3006,
             429: 3040}.get(http_status, 5006 if http_status < 500 else 1000)
+
+
+# --- Cloudflare's edge error pages (for html_error) ---------------------------
+
+# Titles of the error pages Cloudflare's edge answers for these statuses.
+EDGE_ERRORS = {
+    500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable",
+    504: "Gateway time-out", 520: "Web server is returning an unknown error",
+    521: "Web server is down", 522: "Connection timed out",
+    523: "Origin is unreachable", 524: "A timeout occurred",
+}
+
+EDGE_PAGE = """<!DOCTYPE html>
+<!--[if lt IE 7]> <html class="no-js ie6 oldie" lang="en-US"> <![endif]-->
+<!--[if IE 7]>    <html class="no-js ie7 oldie" lang="en-US"> <![endif]-->
+<!--[if IE 8]>    <html class="no-js ie8 oldie" lang="en-US"> <![endif]-->
+<!--[if gt IE 8]><!--> <html class="no-js" lang="en-US"> <!--<![endif]-->
+<head>
+<title>{host} | {status}: {title}</title>
+<meta charset="UTF-8" />
+<meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+<meta http-equiv="X-UA-Compatible" content="IE=Edge" />
+<meta name="robots" content="noindex, nofollow" />
+<meta name="viewport" content="width=device-width,initial-scale=1" />
+<link rel="stylesheet" id="cf_styles-css" href="/cdn-cgi/styles/main.css" />
+</head>
+<body>
+<div id="cf-wrapper">
+  <div id="cf-error-details" class="p-0">
+    <header class="mx-auto pt-10 lg:pt-6 lg:px-8 w-240 lg:w-full mb-8">
+      <h1 class="inline-block sm:block sm:mb-2 font-light text-60 lg:text-4xl text-black-dark leading-tight mr-2">
+        <span class="inline-block">{title}</span>
+        <span class="code-label">Error code {status}</span>
+      </h1>
+      <div>
+        Visit <a href="https://www.cloudflare.com/5xx-error-landing?utm_source=errorcode_{status}&utm_campaign={host}" target="_blank" rel="noopener noreferrer">cloudflare.com</a> for more information.
+      </div>
+      <div class="mt-3">{when}</div>
+    </header>
+    <div class="my-8 bg-gradient-gray">
+      <div class="w-240 lg:w-full mx-auto">
+        <div class="clearfix md:px-8">
+          <div id="cf-browser-status" class="relative w-1/3 md:w-full py-15 md:p-0 md:py-8 md:text-left md:border-solid md:border-0 md:border-b md:border-gray-400 overflow-hidden float-left md:float-none text-center">
+            <span class="md:block w-full truncate">You</span>
+            <h3 class="md:inline-block mt-3 md:mt-0 text-2xl text-gray-600 font-light leading-1.3">Browser</h3>
+            <span class="leading-1.3 text-2xl text-green-success">Working</span>
+          </div>
+          <div id="cf-cloudflare-status" class="relative w-1/3 md:w-full py-15 md:p-0 md:py-8 md:text-left md:border-solid md:border-0 md:border-b md:border-gray-400 overflow-hidden float-left md:float-none text-center">
+            <span class="md:block w-full truncate">San Jose</span>
+            <h3 class="md:inline-block mt-3 md:mt-0 text-2xl text-gray-600 font-light leading-1.3">Cloudflare</h3>
+            <span class="leading-1.3 text-2xl text-green-success">Working</span>
+          </div>
+          <div id="cf-host-status" class="cf-error-source relative w-1/3 md:w-full py-15 md:p-0 md:py-8 md:text-left md:border-solid md:border-0 md:border-b md:border-gray-400 overflow-hidden float-left md:float-none text-center">
+            <span class="md:block w-full truncate">{host}</span>
+            <h3 class="md:inline-block mt-3 md:mt-0 text-2xl text-gray-600 font-light leading-1.3">Host</h3>
+            <span class="leading-1.3 text-2xl text-red-error">Error</span>
+          </div>
+        </div>
+      </div>
+    </div>
+    <div class="w-240 lg:w-full mx-auto mb-8 lg:px-8">
+      <div class="clearfix">
+        <div class="w-1/2 md:w-full float-left pr-6 md:pb-10 md:pr-0 leading-relaxed">
+          <h2 class="text-3xl font-normal leading-1.3 mb-4">What happened?</h2>
+          <p>The web server reported a {title_lower} error.</p>
+        </div>
+        <div class="w-1/2 md:w-full float-left leading-relaxed">
+          <h2 class="text-3xl font-normal leading-1.3 mb-4">What can I do?</h2>
+          <p class="mb-6">Please try again in a few minutes.</p>
+        </div>
+      </div>
+    </div>
+    <div class="cf-error-footer cf-wrapper w-240 lg:w-full py-10 sm:py-4 sm:px-8 mx-auto text-center sm:text-left border-solid border-0 border-t border-gray-300">
+      <p class="text-13">
+        <span class="cf-footer-item sm:block sm:mb-1">Cloudflare Ray ID: <strong class="font-semibold">{ray}</strong></span>
+        <span class="cf-footer-separator sm:hidden">&bull;</span>
+        <span id="cf-footer-item-ip" class="cf-footer-item hidden sm:block sm:mb-1">Your IP: <span class="hidden" id="cf-footer-ip">127.0.0.1</span></span>
+        <span class="cf-footer-separator sm:hidden">&bull;</span>
+        <span class="cf-footer-item sm:block sm:mb-1"><span>Performance &amp; security by</span> <a rel="noopener noreferrer" href="https://www.cloudflare.com/5xx-error-landing?utm_source=errorcode_{status}&utm_campaign={host}" id="brand_link" target="_blank">Cloudflare</a></span>
+      </p>
+    </div>
+  </div>
+</div>
+</body>
+</html>
+"""
 
 
 # --- records ---------------------------------------------------------------
@@ -137,6 +370,29 @@ def envelope(result=None, errors=(), success=True) -> bytes:
                        "messages": []}).encode()
 
 
+@dataclass
+class _KvEntry:
+    """One write of a KV key; ``previous`` is what GET shows until it is visible."""
+
+    value: bytes
+    expires: float | None  # unix seconds
+    visible_at: float  # time.monotonic()
+    previous: "_KvEntry | None" = None
+
+    def expired(self) -> bool:
+        return self.expires is not None and self.expires <= time.time()
+
+
+@dataclass
+class _Answer:
+    """What a handler would have sent, kept to send it slowly."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict
+
+
 # --- the server --------------------------------------------------------------
 
 class FakeCloudflare:
@@ -146,12 +402,17 @@ class FakeCloudflare:
         self.latency = latency
         self.image_padding = image_padding
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
+        self.kv_visibility_delay = 0.0
+        self.kv_negative_cache_seconds = 0.0
         self.calls: list[Call] = []
         self._faults: dict[str, list[Fault]] = {}
-        self._kv: dict[str, tuple[bytes, float | None]] = {}
+        self._kv: dict[str, _KvEntry] = {}
         self._kv_ttls: dict[str, int | None] = {}
+        self._kv_misses: dict[str, float] = {}  # key -> time.monotonic() of the cached miss
         self._images: dict[tuple, bytes] = {}
         self._lock = threading.Lock()
+        # Set to wake every waiting fault; replaced by a fresh one on reset().
+        self._halt = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,6 +424,7 @@ class FakeCloudflare:
         server.daemon_threads = True
         server.server_bind()
         server.server_activate()
+        self._halt = threading.Event()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="fake-cloudflare",
                                         daemon=True)
@@ -170,6 +432,7 @@ class FakeCloudflare:
         return self
 
     def stop(self) -> None:
+        self._halt.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -196,16 +459,22 @@ class FakeCloudflare:
 
     # test controls
     def reset(self) -> None:
+        """Forget calls, faults and KV; restore defaults; end every waiting fault."""
         with self._lock:
             self.calls.clear()
             self._faults.clear()
             self._kv.clear()
             self._kv_ttls.clear()
+            self._kv_misses.clear()
+            halt, self._halt = self._halt, threading.Event()
+        halt.set()
         self.latency = 0.0
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
+        self.kv_visibility_delay = 0.0
+        self.kv_negative_cache_seconds = 0.0
 
     def inject(self, route: str, *faults: Fault) -> None:
-        assert route in ("ai", "kv_put", "kv_get", "optimizer"), route
+        assert route in ROUTES, route
         with self._lock:
             self._faults.setdefault(route, []).extend(faults)
 
@@ -214,11 +483,13 @@ class FakeCloudflare:
             return [call for call in self.calls if call.route == route]
 
     def kv_value(self, key: str) -> bytes | None:
+        """The value last written under key (None: never, or expired), visible
+        to GET or not yet."""
         with self._lock:
             entry = self._kv.get(key)
-        if entry is None or (entry[1] is not None and entry[1] <= time.time()):
+        if entry is None or entry.expired():
             return None
-        return entry[0]
+        return entry.value
 
     def kv_ttl(self, key: str) -> int | None:
         """The expiration_ttl the key was last written with (None: none given)."""
@@ -226,11 +497,40 @@ class FakeCloudflare:
             return self._kv_ttls.get(key)
 
     # internals used by the handler
-    def _record(self, call: Call) -> Fault | None:
+    def _record(self, call: Call) -> tuple[Fault | None, threading.Event]:
         with self._lock:
             self.calls.append(call)
             queue = self._faults.get(call.route)
-            return queue.pop(0) if queue else None
+            return (queue.pop(0) if queue else None), self._halt
+
+    def _kv_write(self, key: str, value: bytes, ttl: int | None) -> None:
+        now = time.monotonic()
+        expires = time.time() + ttl if ttl is not None else None
+        with self._lock:
+            previous = self._kv.get(key)
+            # Keep the chain short: nothing older than the newest visible write matters.
+            last = previous
+            while last is not None and last.visible_at > now:
+                last = last.previous
+            if last is not None:
+                last.previous = None
+            self._kv[key] = _KvEntry(value, expires, now + self.kv_visibility_delay, previous)
+            self._kv_ttls[key] = ttl
+
+    def _kv_read(self, key: str) -> _KvEntry | None:
+        """What a GET sees now, after visibility delay and negative caching."""
+        now = time.monotonic()
+        with self._lock:
+            missed = self._kv_misses.get(key)
+            if missed is not None and now < missed + self.kv_negative_cache_seconds:
+                return None  # a cached miss; asking again does not extend it
+            entry = self._kv.get(key)
+            while entry is not None and entry.visible_at > now:
+                entry = entry.previous
+            if entry is None or entry.expired():
+                self._kv_misses[key] = now
+                return None
+            return entry
 
     def image(self, width: int, height: int, fmt: str, enveloped: bool = False) -> bytes:
         """The image bytes, or the whole base64 envelope, made once per size
@@ -265,6 +565,9 @@ class _Handler(BaseHTTPRequestHandler):
     # delayed ACKs add 40 ms to small answers, which real servers do not.
     disable_nagle_algorithm = True
     fake: FakeCloudflare
+    _halt: threading.Event = threading.Event()  # the fake's, taken per request
+    _captured: list | None = None  # when a list, _send records instead of sending
+    _server_header: str | None = None
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
@@ -274,14 +577,25 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, code: int, body: bytes, content_type: str = "application/json",
-              headers: dict | None = None) -> None:
+    def _head(self, code: int, length: int, content_type: str, headers: dict | None) -> None:
+        headers = dict(headers or {})
+        self._server_header = headers.pop("Server", None)  # replaces BaseHTTP's own
         self.send_response(code)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+
+    def version_string(self) -> str:
+        return self._server_header or super().version_string()
+
+    def _send(self, code: int, body: bytes, content_type: str = "application/json",
+              headers: dict | None = None) -> None:
+        if self._captured is not None:
+            self._captured.append(_Answer(code, body, content_type, dict(headers or {})))
+            return
+        self._head(code, len(body), content_type, headers)
         self.wfile.write(body)
 
     def _error(self, code: int, cf_code: int, message: str) -> None:
@@ -289,6 +603,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self, token: str) -> bool:
         return self.headers.get("Authorization") == f"Bearer {token}"
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end (a readable socket with no data)."""
+        try:
+            poller = select.poll()  # unlike select.select, fine with any descriptor number
+            poller.register(self.connection, select.POLLIN)
+            if not poller.poll(0):
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _idle(self, seconds: float, deadline: float = math.inf) -> bool:
+        """Wait ``seconds``; False if cut short by reset()/stop(), the client
+        hanging up, or the ``deadline`` (time.monotonic()) passing first."""
+        end = min(time.monotonic() + seconds, deadline)
+        while True:
+            if self._halt.is_set() or self._client_gone():
+                return False
+            left = end - time.monotonic()
+            if left <= 0:
+                return end < deadline
+            self._halt.wait(min(left, POLL_SECONDS))
 
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -314,7 +651,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, 7003, "Could not route to " + path + ", perhaps your object identifier is invalid?")
             return
-        fault = self.fake._record(call)
+        fault, self._halt = self.fake._record(call)
         if fault is None:
             handler()
         else:
@@ -333,19 +670,22 @@ class _Handler(BaseHTTPRequestHandler):
             call.form = {part.get_param("name", header="content-disposition"):
                          part.get_content() for part in message.iter_parts()}
 
+    # faults
     def _fault(self, fault: Fault, call: Call, handler) -> None:
         if fault.kind == "drop":
             self.close_connection = True
         elif fault.kind == "hang":
-            time.sleep(fault.seconds)
+            self._idle(fault.seconds)
             self.close_connection = True
         elif fault.kind == "delay":
-            time.sleep(fault.seconds)
-            handler()
+            if self._idle(fault.seconds):
+                handler()
+            else:
+                self.close_connection = True
         elif fault.kind == "status":
             body = fault.body if fault.body is not None else envelope(
                 None, fault.errors, success=False)
-            self._send(fault.status, body, headers=fault.headers)
+            self._send(fault.status, body, fault.content_type, headers=fault.headers)
         elif fault.kind == "malformed":
             if fault.malformed == "json":
                 self._send(200, b'{"result": {"image": "abc', "application/json")
@@ -353,6 +693,82 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, envelope({"image": "%%% not base64 %%%"}))
             else:
                 self._send(200, envelope({"image": base64.b64encode(b"hello").decode()}))
+        elif fault.kind in ("trickle", "stall"):
+            self._slowly(fault, self._capture(handler))
+        elif fault.kind == "echo":
+            self._echo(fault, call)
+        elif fault.kind == "image":
+            self._image_answer(fault.body, call)
+        else:
+            raise AssertionError(f"unknown fault kind {fault.kind!r}")
+
+    def _capture(self, handler) -> _Answer:
+        """What ``handler`` would send, without sending it."""
+        self._captured = []
+        try:
+            handler()
+            return self._captured[0]
+        finally:
+            self._captured = None
+
+    def _slowly(self, fault: Fault, answer: _Answer) -> None:
+        """Send ``answer``'s head at once and its body a trickle, or stall."""
+        body = answer.body
+        deadline = time.monotonic() + fault.seconds
+        sent = 0
+        try:
+            self._head(answer.status, len(body), answer.content_type, answer.headers)
+            if fault.kind == "stall":
+                sent = min(fault.first_bytes, len(body))
+                self.wfile.write(body[:sent])
+                self._idle(fault.seconds)
+            else:
+                interval = 1.0 / fault.rate
+                while sent < len(body):
+                    self.wfile.write(body[sent:sent + 1])
+                    sent += 1
+                    if sent < len(body) and not self._idle(interval, deadline):
+                        break
+        except OSError:  # the client went away
+            pass
+        if sent < len(body):
+            self.close_connection = True
+
+    def _echo(self, fault: Fault, call: Call) -> None:
+        authorization = self.headers.get("Authorization")
+        prompt = self._prompt(call)
+        if call.route == "optimizer":
+            message = (f"Invalid request: got {authorization} on {self.path} "
+                       f"for prompt {prompt!r}")
+            return self._send(fault.status, json.dumps({"error": {
+                "message": message, "type": "invalid_request_error", "param": None,
+                "code": None}}).encode())
+        if call.route == "ai":
+            message = (f"AiError: Bad input: Error: got {authorization} on {self.path} "
+                       f"for prompt {prompt!r}")
+        else:
+            verb = "put" if call.route == "kv_put" else "get"
+            message = f"{verb}: got {authorization} on {self.path}"
+        self._send(fault.status, envelope(None, [(fault.code, message)], success=False))
+
+    @staticmethod
+    def _prompt(call: Call) -> str | None:
+        if call.route == "optimizer":
+            messages = (call.json or {}).get("messages") or []
+            return next((str(m.get("content", "")) for m in reversed(messages)
+                         if isinstance(m, dict) and m.get("role") == "user"), None)
+        inputs = call.json if isinstance(call.json, dict) else call.form or {}
+        prompt = inputs.get("prompt")
+        return prompt if prompt is None or isinstance(prompt, str) else str(prompt)
+
+    def _image_answer(self, data: bytes, call: Call) -> None:
+        spec = MODELS.get(call.model or "")
+        if call.route != "ai":
+            self._send(200, data, "application/octet-stream")
+        elif spec is not None and spec[1] == "binary":
+            self._send(200, data, spec[3])
+        else:
+            self._send(200, envelope({"image": base64.b64encode(data).decode()}))
 
     # Workers AI
     def _ai(self, call: Call, account: str) -> None:
@@ -380,7 +796,7 @@ class _Handler(BaseHTTPRequestHandler):
         if NSFW_TRIGGER in str(inputs.get("prompt", "")):
             return self._error(400, 3030, "Input prompt contains NSFW content.")
         if self.fake.latency:
-            time.sleep(self.fake.latency)
+            self._halt.wait(self.fake.latency)
         width, height = self._size(call.model, inputs)
         if output == "binary":
             self._send(200, self.fake.image(width, height, fmt), declared)
@@ -427,23 +843,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, 7003, "Could not route to /accounts/" + account)
         if namespace != NAMESPACE_ID:
             return self._error(404, 10013, "get: 'namespace not found'")
-        fake = self.fake
         if call.method == "PUT":
             ttl = call.query.get("expiration_ttl")
-            expires = None
-            if ttl is not None:
-                if not ttl.isdigit() or int(ttl) < 60:
-                    return self._error(400, 10019, "Invalid expiration_ttl of " + ttl
-                                       + ". Expiration TTL must be at least 60.")
-                expires = time.time() + int(ttl)
-            with fake._lock:
-                fake._kv[key] = (call.body, expires)
-                fake._kv_ttls[key] = int(ttl) if ttl is not None else None
+            if ttl is not None and (not ttl.isdigit() or int(ttl) < 60):
+                return self._error(400, 10019, "Invalid expiration_ttl of " + ttl
+                                   + ". Expiration TTL must be at least 60.")
+            self.fake._kv_write(key, call.body, int(ttl) if ttl is not None else None)
             return self._send(200, envelope({}))
-        value = fake.kv_value(key)
-        if value is None:
+        entry = self.fake._kv_read(key)
+        if entry is None:
             return self._error(404, 10009, "get: 'key not found'")
-        self._send(200, value, "application/octet-stream")
+        headers = {"expiration": str(int(entry.expires))} if entry.expires is not None else {}
+        self._send(200, entry.value, "application/octet-stream", headers)
 
     # the OpenAI-compatible optimizer
     def _optimizer(self, call: Call) -> None:

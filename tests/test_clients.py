@@ -13,13 +13,17 @@ import pytest
 import requests
 from PIL import Image
 
-from flux_worker import cloudflare, http_session
-from flux_worker.errors import (ContentPolicyViolation, InvalidRequest, RateLimited,
-                                UpstreamError, UpstreamMisconfigured, UpstreamTimeout)
+from flux_worker import cloudflare
+from flux_worker.errors import (AllowanceExhausted, ContentPolicyViolation, InvalidRequest,
+                                RateLimited, UpstreamError, UpstreamMisconfigured,
+                                UpstreamTimeout)
+from flux_worker.http_session import Answer, RetryPolicy, Upstream
+from flux_worker.imaging import prepare_image, sniff_content_type
 from flux_worker.kv import KVClient
 from flux_worker.models import REGISTRY
 from flux_worker.optimizer import DEFAULT_SYSTEM_MESSAGE, PromptOptimizer
-from flux_worker.workers_ai import GeneratedImage, WorkersAIClient
+from flux_worker.redaction import Redactor
+from flux_worker.workers_ai import WorkersAIClient, image_bytes
 
 API = "https://api.cloudflare.test/client/v4"
 ACCOUNT = "acc123"
@@ -68,16 +72,25 @@ def multipart_fields(request: requests.PreparedRequest) -> dict[str, str]:
             for part in message.get_payload()}
 
 
+def upstream(session, timeout: float = 42.0) -> Upstream:
+    return Upstream("Svc", session, timeout=timeout, connect_timeout=3.0,
+                    retry=RetryPolicy(backoff=0), redact=Redactor([TOKEN, ACCOUNT, NAMESPACE]))
+
+
 @pytest.fixture
 def ai(session):
-    return WorkersAIClient(api_base=API, account_id=ACCOUNT, api_token=TOKEN, session=session,
-                           timeout=42.0, connect_timeout=3.0)
+    return WorkersAIClient(upstream(session), api_base=API, account_id=ACCOUNT, api_token=TOKEN)
 
 
 @pytest.fixture
 def kv(session):
-    return KVClient(api_base=API, account_id=ACCOUNT, namespace_id=NAMESPACE, api_token=TOKEN,
-                    session=session)
+    return KVClient(upstream(session), api_base=API, account_id=ACCOUNT, namespace_id=NAMESPACE,
+                    api_token=TOKEN)
+
+
+def run(ai, model, inputs) -> bytes:
+    """The image bytes of a successful run, as the service reads them."""
+    return image_bytes(ai.generate(model, inputs), model)
 
 
 def raised(excinfo) -> type:
@@ -92,9 +105,8 @@ class TestWorkersAIRequest:
 
     def test_schnell_posts_json_prompt_and_steps_only(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, json=envelope(JPEG))
-        image = ai.generate(SCHNELL, SCHNELL.inputs("a red fox", 512, 768))
+        assert run(ai, SCHNELL, SCHNELL.inputs("a red fox", 512, 768)) == JPEG
 
-        assert image == GeneratedImage(JPEG, "image/jpeg")
         request = rsps.calls[0].request
         assert request.method == "POST"
         assert request.url == f"{API}/accounts/{ACCOUNT}/ai/run/@cf/black-forest-labs/flux-1-schnell"
@@ -105,9 +117,8 @@ class TestWorkersAIRequest:
     @pytest.mark.parametrize("model", [FLUX2_DEV, FLUX2_KLEIN], ids=lambda m: m.id)
     def test_flux2_posts_multipart_form(self, rsps, ai, model):
         rsps.post(AI_RUN + model.id, json=envelope(PNG))
-        image = ai.generate(model, model.inputs("a blue bird", 512, 768, steps=20))
+        assert run(ai, model, model.inputs("a blue bird", 512, 768, steps=20)) == PNG
 
-        assert image.content_type == "image/png"
         request = rsps.calls[0].request
         assert request.headers["Content-Type"].startswith("multipart/form-data; boundary=")
         fields = multipart_fields(request)
@@ -115,10 +126,11 @@ class TestWorkersAIRequest:
         assert (fields["width"], fields["height"]) == ("512", "768")
         assert ("steps" in fields) == (model is FLUX2_DEV)
 
-    def test_timeouts_are_passed_as_connect_read_pair(self, rsps, ai):
+    def test_timeouts_are_the_connect_bound_and_what_is_left_of_the_deadline(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, json=envelope(JPEG))
         ai.generate(SCHNELL, SCHNELL.inputs("x", 1024, 1024))
-        assert rsps.calls[0].request.req_kwargs["timeout"] == (3.0, 42.0)
+        connect, read = rsps.calls[0].request.req_kwargs["timeout"]
+        assert connect == 3.0 and 41.0 < read <= 42.0
 
 
 class TestWorkersAIImages:
@@ -133,14 +145,14 @@ class TestWorkersAIImages:
     ], ids=["sdxl", "dreamshaper", "phoenix", "sdxl-lightning-mislabelled", "octet-stream"])
     def test_raw_bytes_models(self, rsps, ai, model, body, header, expected):
         rsps.post(AI_RUN + model.id, body=body, content_type=header)
-        image = ai.generate(model, model.inputs("a lighthouse", 512, 512, negative_prompt="blur"))
-        assert image == GeneratedImage(body, expected)
+        data = run(ai, model, model.inputs("a lighthouse", 512, 512, negative_prompt="blur"))
+        assert data == body and sniff_content_type(data) == expected
         assert json.loads(rsps.calls[0].request.body)["negative_prompt"] == "blur"
 
     def test_envelope_image_is_base64_decoded(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, json=envelope(PNG),
                   content_type="application/json; charset=utf-8")
-        assert ai.generate(SCHNELL, {"prompt": "x"}).data == PNG
+        assert run(ai, SCHNELL, {"prompt": "x"}) == PNG
 
     @pytest.mark.parametrize("kwargs", [
         {"body": "{not json", "content_type": "application/json"},
@@ -154,9 +166,10 @@ class TestWorkersAIImages:
     ], ids=["malformed-json", "bad-base64", "not-an-image-b64", "no-image", "empty-image",
             "json-list", "html", "empty-bytes"])
     def test_nonsense_answer_is_upstream_error(self, rsps, ai, kwargs):
+        """Read, decoded and verified as the service does: never an image."""
         rsps.post(AI_RUN + SCHNELL.id, status=200, **kwargs)
         with pytest.raises(UpstreamError) as excinfo:
-            ai.generate(SCHNELL, {"prompt": "x"})
+            prepare_image(run(ai, SCHNELL, {"prompt": "x"}), 8, 8)
         assert raised(excinfo) is UpstreamError
         assert excinfo.value.retryable
 
@@ -164,7 +177,7 @@ class TestWorkersAIImages:
         encoded = base64.b64encode(PNG).decode()
         rsps.post(AI_RUN + SCHNELL.id, json={"result": {"image": "*" + encoded}})
         with pytest.raises(UpstreamError, match="not valid base64"):
-            ai.generate(SCHNELL, {"prompt": "x"})
+            run(ai, SCHNELL, {"prompt": "x"})
 
 
 class TestWorkersAIErrors:
@@ -183,17 +196,46 @@ class TestWorkersAIErrors:
         (404, 7003, "Could not route to /accounts/x/ai/run", UpstreamMisconfigured,
          "upstream_misconfigured", False),
         (500, 3043, "Internal server error", UpstreamError, "upstream_error", True),
+        (502, None, "Bad gateway", UpstreamError, "upstream_error", True),
+        (504, None, "Gateway timeout", UpstreamTimeout, "upstream_timeout", True),
         (408, 3007, "Request timeout", UpstreamTimeout, "upstream_timeout", True),
-    ], ids=["5006", "3030", "nsfw-text", "flagged-text", "401", "403", "7003", "500", "408"])
+        (403, 5016, "User has not agreed to the model terms", UpstreamMisconfigured,
+         "model_agreement_required", False),
+        (403, 3023, "Service unavailable for account", UpstreamMisconfigured, "account_blocked",
+         False),
+        (404, 3042, "The model name is invalid", UpstreamMisconfigured, "model_unavailable",
+         False),
+        (400, 5007, "No such model @cf/x or task", UpstreamMisconfigured, "model_unavailable",
+         False),
+        (429, 3036, "You have used up your daily free allocation of 10,000 neurons",
+         AllowanceExhausted, "insufficient_quota", False),
+    ], ids=["5006", "3030", "nsfw-text", "flagged-text", "401", "403", "7003", "500", "502",
+            "504", "408", "5016", "3023", "3042", "5007", "3036"])
     def test_envelope_errors_map(self, rsps, ai, status, code, message, expected, our_code,
                                  retryable):
-        rsps.post(AI_RUN + SCHNELL.id, status=status, json=failure(code, message))
+        body = failure(code, message) if code else {"success": False, "errors": []}
+        rsps.post(AI_RUN + SCHNELL.id, status=status, json=body)
         with pytest.raises(expected) as excinfo:
             ai.generate(SCHNELL, {"prompt": "x"})
         assert raised(excinfo) is expected
         assert excinfo.value.code == our_code
         assert excinfo.value.retryable is retryable
-        assert len(rsps.calls) == 1  # none of these are retried
+        assert len(rsps.calls) == 1  # none of these may be sent again: no double payment
+
+    def test_daily_allowance_says_when_it_resets(self, rsps, ai):
+        rsps.post(AI_RUN + SCHNELL.id, status=429, json=failure(3036, "daily allocation"))
+        with pytest.raises(AllowanceExhausted) as excinfo:
+            ai.generate(SCHNELL, {"prompt": "x"})
+        assert abs(excinfo.value.retry_after - cloudflare.seconds_until_utc_midnight()) <= 2
+
+    @pytest.mark.parametrize("code", [5016, 3023, 3042, 5007])
+    def test_operator_problems_tell_the_operator(self, rsps, ai, code, caplog):
+        rsps.post(AI_RUN + SCHNELL.id, status=400, json=failure(code, f"{TOKEN} problem"))
+        with pytest.raises(UpstreamMisconfigured) as excinfo:
+            ai.generate(SCHNELL, {"prompt": "x"})
+        assert excinfo.value.param is None  # not the client's prompt
+        assert "operator" in excinfo.value.message
+        assert any(r.levelname == "ERROR" for r in caplog.records)
 
     def test_validation_error_carries_cloudflare_text(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, status=400,
@@ -220,16 +262,24 @@ class TestWorkersAIErrors:
         assert excinfo.value.retryable
         assert len(rsps.calls) == 4  # first try + 3 retries
 
-    def test_429_without_retry_after_uses_default(self, rsps, ai):
+    def test_429_without_retry_after_has_none(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, status=429)
         with pytest.raises(RateLimited) as excinfo:
             ai.generate(SCHNELL, {"prompt": "x"})
-        assert excinfo.value.retry_after == 30
+        assert excinfo.value.retry_after is None
+
+    def test_retry_after_longer_than_the_deadline_is_answered_at_once(self, rsps, session):
+        client = WorkersAIClient(upstream(session, timeout=2.0), api_base=API,
+                                 account_id=ACCOUNT, api_token=TOKEN)
+        rsps.post(AI_RUN + SCHNELL.id, status=429, headers={"Retry-After": "30"})
+        with pytest.raises(RateLimited) as excinfo:
+            client.generate(SCHNELL, {"prompt": "x"})
+        assert excinfo.value.retry_after == 30 and len(rsps.calls) == 1
 
     def test_transient_503_is_retried_to_success(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, status=503)
         rsps.post(AI_RUN + SCHNELL.id, json=envelope(JPEG))
-        assert ai.generate(SCHNELL, {"prompt": "x"}).data == JPEG
+        assert run(ai, SCHNELL, {"prompt": "x"}) == JPEG
         assert len(rsps.calls) == 2
 
     def test_error_without_envelope_reports_http_status(self, rsps, ai):
@@ -237,12 +287,25 @@ class TestWorkersAIErrors:
         with pytest.raises(InvalidRequest, match="HTTP 400"):
             ai.generate(SCHNELL, {"prompt": "x"})
 
-    @pytest.mark.parametrize("exc", [requests.ReadTimeout, requests.ConnectTimeout])
-    def test_requests_timeout_is_upstream_timeout(self, rsps, ai, exc):
-        rsps.post(AI_RUN + SCHNELL.id, body=exc("timed out"))
+    def test_read_timeout_is_upstream_timeout_and_not_repeated(self, rsps, ai):
+        rsps.post(AI_RUN + SCHNELL.id, body=requests.ReadTimeout("timed out"))
         with pytest.raises(UpstreamTimeout) as excinfo:
             ai.generate(SCHNELL, {"prompt": "x"})
-        assert excinfo.value.status == 504
+        assert excinfo.value.status == 504 and len(rsps.calls) == 1
+
+    def test_connect_timeout_is_repeated_since_nothing_was_sent(self, rsps, ai):
+        rsps.post(AI_RUN + SCHNELL.id, body=requests.ConnectTimeout("no route"))
+        with pytest.raises(UpstreamError, match="could not be reached"):
+            ai.generate(SCHNELL, {"prompt": "x"})
+        assert len(rsps.calls) == 4
+
+    def test_secrets_in_error_text_are_redacted(self, rsps, ai):
+        echo = f"AiError: Bad input: got Bearer {TOKEN} on /accounts/{ACCOUNT}/ai/run for 'x'"
+        rsps.post(AI_RUN + SCHNELL.id, status=400, json=failure(5006, echo))
+        with pytest.raises(InvalidRequest) as excinfo:
+            ai.generate(SCHNELL, {"prompt": "x"})
+        assert TOKEN not in excinfo.value.message and ACCOUNT not in excinfo.value.message
+        assert "[redacted]" in excinfo.value.message
 
     def test_connection_error_is_upstream_error_without_url(self, rsps, ai):
         rsps.post(AI_RUN + SCHNELL.id, body=requests.ConnectionError(f"cannot reach {AI_RUN}"))
@@ -276,7 +339,7 @@ class TestKVPut:
             f"/client/v4/accounts/{ACCOUNT}/storage/kv/namespaces/{NAMESPACE}/values/a%2Fb%20c%3F%23?")
 
     @pytest.mark.parametrize("status, body, expected", [
-        (400, failure(10019, "Invalid expiration_ttl of 10"), UpstreamError),
+        (400, failure(10019, "Invalid expiration_ttl of 10"), UpstreamError),  # ours, not a 400
         (401, failure(10000, "Authentication error"), UpstreamMisconfigured),
         (404, failure(10013, "namespace not found"), UpstreamMisconfigured),
         (500, failure(10001, "Internal error"), UpstreamError),
@@ -289,7 +352,7 @@ class TestKVPut:
 
     def test_put_failure_message_carries_cloudflare_text(self, rsps, kv):
         rsps.put(KV_VALUES + "k", status=400, json=failure(10019, "Invalid expiration_ttl"))
-        with pytest.raises(UpstreamError, match=r"HTTP 400: Invalid expiration_ttl"):
+        with pytest.raises(UpstreamError, match=r"rejected the request: Invalid expiration_ttl"):
             kv.put("k", b"v", 60)
 
     def test_put_is_retried_on_503(self, rsps, kv):
@@ -304,7 +367,7 @@ class TestKVGet:
 
     def test_get_returns_raw_bytes(self, rsps, kv):
         rsps.get(KV_VALUES + "img%2F1", body=PNG, content_type="application/octet-stream")
-        assert kv.get("img/1") == PNG
+        assert kv.get("img/1").data == PNG
         request = rsps.calls[0].request
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert request.body is None
@@ -330,12 +393,29 @@ class TestKVGet:
         assert raised(excinfo) is expected
         assert excinfo.value.code == our_code
 
-    def test_get_429_is_rate_limited(self, rsps, kv):
+    def test_get_reads_the_expiration_header(self, rsps, kv):
+        rsps.get(KV_VALUES + "k", body=PNG, headers={"expiration": "1900000000"})
+        assert kv.get("k").expires_at == 1900000000
+
+    @pytest.mark.parametrize("status", [500, 502, 504])
+    def test_get_is_repeated_after_a_broken_answer(self, rsps, kv, status):
+        rsps.get(KV_VALUES + "k", status=status)
+        rsps.get(KV_VALUES + "k", body=PNG)
+        assert kv.get("k").data == PNG and len(rsps.calls) == 2
+
+    def test_get_429_is_retried_then_rate_limited(self, rsps, kv):
+        rsps.get(KV_VALUES + "k", status=429, headers={"Retry-After": "0"})
+        with pytest.raises(RateLimited):
+            kv.get("k")
+        assert len(rsps.calls) == 4
+
+    def test_get_429_waiting_past_the_deadline_is_answered_at_once(self, rsps, session):
+        kv = KVClient(upstream(session, timeout=2.0), api_base=API, account_id=ACCOUNT,
+                      namespace_id=NAMESPACE, api_token=TOKEN)
         rsps.get(KV_VALUES + "k", status=429, headers={"Retry-After": "7"})
         with pytest.raises(RateLimited) as excinfo:
             kv.get("k")
-        assert excinfo.value.retry_after == 7
-        assert len(rsps.calls) == 4
+        assert excinfo.value.retry_after == 7 and len(rsps.calls) == 1
 
     def test_get_timeout(self, rsps, kv):
         rsps.get(KV_VALUES + "k", body=requests.ReadTimeout("slow"))
@@ -353,8 +433,8 @@ def chat_answer(content) -> dict:
 
 
 def optimizer(session, base: str = LLM, **kwargs) -> PromptOptimizer:
-    return PromptOptimizer(api_base=base, model="gpt-4o-mini", api_key=kwargs.pop("api_key", "sk-ext"),
-                           session=session, **kwargs)
+    return PromptOptimizer(upstream(session), api_base=base, model="gpt-4o-mini",
+                           api_key=kwargs.pop("api_key", "sk-ext"), **kwargs)
 
 
 class TestOptimizerRequest:
@@ -433,56 +513,76 @@ class TestOptimizerFailures:
 # --------------------------------------------------------------------------- cloudflare.py
 
 
-def response(status: int, body: object = None, headers: dict | None = None) -> requests.Response:
-    r = requests.Response()
-    r.status_code = status
-    r._content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r.headers.update(headers or {})
-    return r
+def answer(status: int, body: object = None, headers: dict | None = None) -> Answer:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Answer(status, requests.structures.CaseInsensitiveDict(headers or {}), data)
 
 
 class TestEnvelopeErrors:
-    """envelope_errors tolerates anything and keeps only int codes."""
+    """envelope_errors tolerates anything, keeps only int codes, and redacts."""
 
     @pytest.mark.parametrize("body, expected", [
         (failure(5006, "bad"), [(5006, "bad")]),
         ({"errors": [{"code": "x", "message": "m"}, "junk", {"code": 7}]}, [(None, "m"), (7, "")]),
+        ({"errors": [{"code": True, "message": "m"}]}, [(None, "m")]),
         ({"errors": None}, []),
         ([1, 2], []),
         (b"<html>", []),
-    ], ids=["envelope", "odd-items", "null", "list", "not-json"])
+        (b"\xff\xfe", []),
+    ], ids=["envelope", "odd-items", "bool-code", "null", "list", "not-json", "not-utf8"])
     def test_parsing(self, body, expected):
-        assert cloudflare.envelope_errors(response(400, body)) == expected
+        assert cloudflare.envelope_errors(answer(400, body), Redactor()) == expected
 
-    @pytest.mark.parametrize("value, expected", [("12", 12), (" 5 ", 5), ("", 30),
-                                                 ("Wed, 21 Oct 2015 07:28:00 GMT", 30)])
+    def test_messages_are_redacted_and_repaired(self):
+        body = failure(5006, f"token {TOKEN} \ud800")
+        ((_, text),) = cloudflare.envelope_errors(answer(400, body), Redactor([TOKEN]))
+        assert TOKEN not in text and "\ufffd" in text
+        text.encode("utf-8")
+
+    @pytest.mark.parametrize("value, expected", [("12", 12), (" 5 ", 5), ("", None),
+                                                 ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+                                                 ("9" * 40, None)])
     def test_retry_after_seconds(self, value, expected):
         headers = {"Retry-After": value} if value else {}
-        assert cloudflare.retry_after_seconds(response(429, {}, headers)) == expected
+        assert cloudflare.retry_after_seconds(answer(429, {}, headers)) == expected
 
 
-class TestCommonFailures:
-    """raise_for_common_failure: which statuses it owns and which it leaves."""
+class TestErrorTable:
+    """error_for: a code wins over the status; what may be sent again."""
 
-    @pytest.mark.parametrize("status, body, expected", [
-        (401, b"", UpstreamMisconfigured),
-        (403, failure(9109, "Unauthorized to access requested resource"), UpstreamMisconfigured),
-        (403, b"", UpstreamMisconfigured),
-        (404, failure(10013, "namespace"), UpstreamMisconfigured),
-        (429, b"", RateLimited),
-        (408, b"", UpstreamTimeout),
-        (502, b"", UpstreamError),
+    @pytest.mark.parametrize("status, body, expected, resend", [
+        (401, b"", UpstreamMisconfigured, "never"),
+        (403, failure(9109, "Unauthorized to access requested resource"), UpstreamMisconfigured,
+         "never"),
+        (404, failure(10013, "namespace"), UpstreamMisconfigured, "never"),
+        (429, b"", RateLimited, "always"),
+        (429, failure(3040, "Capacity temporarily exceeded"), RateLimited, "always"),
+        (429, failure(3036, "daily"), AllowanceExhausted, "never"),
+        (503, b"<html>", UpstreamError, "always"),
+        (502, b"<html>", UpstreamError, "if_idempotent"),
+        (520, b"<html>", UpstreamError, "if_idempotent"),
+        (524, b"<html>", UpstreamTimeout, "if_idempotent"),
+        (408, b"", UpstreamTimeout, "if_idempotent"),
+        (400, failure(5006, "bad"), InvalidRequest, "never"),
     ])
-    def test_raises(self, status, body, expected):
-        with pytest.raises(expected) as excinfo:
-            cloudflare.raise_for_common_failure(response(status, body), "Svc")
-        assert raised(excinfo) is expected
+    def test_meaning(self, status, body, expected, resend):
+        error = cloudflare.error_for(answer(status, body), "Svc", Redactor())
+        assert type(error) is expected and error.resend.value == resend
 
-    @pytest.mark.parametrize("status, body", [
-        (400, failure(5006, "bad")),
-        (403, failure(1234, "some other permission problem")),
-        (404, failure(10009, "key not found")),
-        (200, {}),
-    ])
-    def test_leaves_the_rest_to_the_caller(self, status, body):
-        cloudflare.raise_for_common_failure(response(status, body), "Svc")
+    def test_html_pages_never_reach_the_message(self):
+        page = b"<!DOCTYPE html><title>api.cloudflare.com | 502: Bad gateway</title>"
+        error = cloudflare.error_for(answer(502, page), "Svc", Redactor())
+        assert "<" not in error.message and error.message == "Svc failed (HTTP 502)."
+
+    def test_a_refused_request_of_ours_is_not_the_clients_fault(self):
+        error = cloudflare.error_for(answer(400, failure(10019, "ttl")), "KV", Redactor(),
+                                     client_input=False)
+        assert type(error) is UpstreamError and error.status == 502
+
+    @pytest.mark.parametrize("now, expected", [
+        ("2026-11-23T23:59:30+00:00", 31), ("2026-11-23T00:00:00+00:00", 86401),
+        ("2026-11-23T12:00:00+00:00", 43201)])
+    def test_seconds_until_utc_midnight(self, now, expected):
+        import datetime
+        moment = datetime.datetime.fromisoformat(now)
+        assert cloudflare.seconds_until_utc_midnight(moment) == expected

@@ -23,12 +23,24 @@ def content_of(response) -> str:
 
 
 class TestRetries:
-    @pytest.mark.parametrize("fault", [cf.status(429), cf.status(502), cf.status(503),
-                                       cf.status(504), cf.drop()])
-    def test_transient_workers_ai_faults_are_retried(self, client, fake, fault):
+    @pytest.mark.parametrize("fault", [cf.status(429), cf.status(503),
+                                       cf.status(429, [(3040, "Capacity temporarily exceeded")])],
+                             ids=["429", "503", "3040"])
+    def test_faults_where_no_image_was_made_are_retried(self, client, fake, fault):
         fake.inject("ai", fault, fault)
         content_of(client.post("/v1/chat/completions", headers=AUTH, json=CAT))
         assert len(fake.calls_to("ai")) == 3
+
+    @pytest.mark.parametrize("fault, status", [(cf.status(502), 502), (cf.status(504), 504),
+                                               (cf.status(500), 502), (cf.drop(), 502)],
+                             ids=["502", "504", "500", "dropped-after-sending"])
+    def test_faults_after_the_work_may_have_run_are_not_retried(self, client, fake, fault,
+                                                                  status):
+        """No double payment: the image may have been made (and billed)."""
+        fake.inject("ai", fault, fault)
+        assert_error(client.post("/v1/chat/completions", headers=AUTH, json=CAT), status,
+                     retry="true")
+        assert len(fake.calls_to("ai")) == 1
 
     @pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
     def test_other_4xx_are_not_retried(self, client, fake, status):
@@ -61,7 +73,7 @@ class TestRetries:
     def test_optimizer_is_retried(self, make_app, fake):
         client = make_app(prompt_optimization=True, external_api_base=fake.optimizer_base,
                           external_model="m", external_api_key=cf.OPTIMIZER_KEY).test_client()
-        fake.inject("optimizer", cf.drop())
+        fake.inject("optimizer", cf.status(503))
         content = content_of(client.post("/v1/chat/completions", headers=AUTH, json=CAT))
         assert "highly detailed" in content and len(fake.calls_to("optimizer")) == 2
 
@@ -116,8 +128,9 @@ class TestNoLostImages:
         assert fetch_image(client, url).status_code == 200
         assert fake.calls_to("kv_get") == []  # served from this process's cache
 
-    def test_transient_kv_read_errors_are_retried(self, make_app, fake):
-        writer, reader = make_app(**KV).test_client(), make_app(**KV).test_client()
+    def test_transient_kv_read_errors_are_retried(self, make_app, fake, tmp_path):
+        writer = make_app(**KV).test_client()
+        reader = make_app(**KV, image_store_path=str(tmp_path / "other.sqlite3")).test_client()
         url = image_url(content_of(writer.post("/v1/chat/completions", headers=AUTH, json=CAT)))
         fake.inject("kv_get", cf.status(503), cf.drop())
         assert fetch_image(reader, url).status_code == 200
@@ -140,7 +153,8 @@ class TestRequestIdsAndLogs:
 
     def test_every_log_line_of_a_request_carries_its_id(self, client, caplog):
         caplog.set_level(logging.INFO, logger="flux_worker")
-        client.post("/v1/chat/completions", headers={**AUTH, "X-Request-ID": "req-42"}, json=CAT)
+        client.post("/v1/chat/completions", headers={**AUTH, "X-Request-ID": "req-42"}, json=CAT,
+                    buffered=True)  # the access line is written when the response closes
         lines = [r for r in caplog.records if getattr(r, "request_id", None) == "req-42"]
         messages = " | ".join(r.getMessage() for r in lines)
         assert "image generated" in messages and "POST /v1/chat/completions 200" in messages

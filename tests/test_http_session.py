@@ -1,194 +1,128 @@
-"""Unit tests for flux_worker.http_session: the Session factory, the retry
-policy, and `call`'s translation of transport faults. `responses` replays
-status-code retries through the adapter's urllib3 Retry; the faults urllib3
-retries itself (dropped connections, read timeouts) are checked on the Retry
-object and against a loopback socket."""
+"""Unit tests for flux_worker.http_session: the Session factory and
+`Upstream.call`: one deadline for the whole call (body included), retries only
+where a repeat cannot cost twice, and one translation of transport faults.
+`responses` stands in for the network where status codes matter; a loopback
+socket and the fake Cloudflare where the socket's behaviour does."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPResponse
-from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NewConnectionError,
-                                ProtocolError, ReadTimeoutError)
 
-from flux_worker import __version__, http_session
-from flux_worker.errors import UpstreamError, UpstreamTimeout
+import fake_cloudflare as cf
+from flux_worker import http_session
+from flux_worker.errors import Resend, UpstreamError, UpstreamTimeout
+from flux_worker.http_session import Answer, RetryPolicy, Upstream
+from flux_worker.version import __version__
 
 URL = "https://upstream.test/run"
 
 
-def call(session, method="POST", url=URL, **kwargs):
-    return http_session.call(session, method, url, service="Svc", timeout=(1.0, 2.0), **kwargs)
+def accept(answer: Answer) -> Answer:
+    return answer
+
+
+def refuse_unless_200(answer: Answer) -> Answer:
+    """A check as the clients write them: the status decides what may be sent again."""
+    if answer.status == 200:
+        return answer
+    resend = {503: Resend.ALWAYS, 429: Resend.ALWAYS}.get(answer.status, Resend.IF_IDEMPOTENT)
+    raise UpstreamError(f"HTTP {answer.status}", resend=resend)
+
+
+def upstream(session, timeout: float = 2.0, retries: int = 3) -> Upstream:
+    return Upstream("Svc", session, timeout=timeout, connect_timeout=1.0,
+                    retry=RetryPolicy(retries=retries, backoff=0))
 
 
 class TestMakeSession:
-    """Pooled adapters on both schemes, our retry policy and our User-Agent."""
+    """Pooled adapters on both schemes, no retries of its own, our User-Agent."""
 
-    def test_adapters_user_agent_and_pool(self):
-        retry = http_session.make_retry(backoff=0)
-        s = http_session.make_session(7, retry)
+    def test_adapters_pool_and_user_agent(self):
+        s = http_session.make_session(7)
         assert s.headers["User-Agent"] == f"flux-worker/{__version__}"
         for scheme in ("http://", "https://"):
-            adapter = s.get_adapter(scheme + "example.test")
-            assert isinstance(adapter, HTTPAdapter)
-            assert adapter.max_retries is retry
+            adapter = s.get_adapter(scheme + "x.test")
             assert adapter._pool_maxsize == 7
-
-    def test_default_retry_is_the_upstream_policy(self):
-        adapter = http_session.make_session().get_adapter(URL)
-        assert isinstance(adapter.max_retries, http_session.UpstreamRetry)
-        assert adapter.max_retries.total == 3
-
-    def test_user_agent_is_sent(self, rsps, session):
-        rsps.get(URL)
-        call(session, "GET")
-        assert rsps.calls[0].request.headers["User-Agent"].startswith("flux-worker/")
+            assert adapter.max_retries.total == 0  # Upstream.call decides
 
 
-class TestMakeRetry:
-    """The Retry configuration: what, how often, how long."""
+class TestResend:
+    """What is sent again: never a POST that may have run; always what cannot have."""
 
-    def test_configuration(self):
-        retry = http_session.make_retry()
-        assert set(retry.status_forcelist) == {429, 502, 503, 504}
-        assert {"GET", "PUT", "POST", "DELETE"} <= set(retry.allowed_methods)
-        assert retry.total == retry.status == retry.connect == retry.read == 3
-        assert retry.redirect == 0
-        assert retry.respect_retry_after_header is True
-        assert retry.raise_on_status is False
-        assert (retry.backoff_factor, retry.backoff_jitter, retry.backoff_max) == (0.5, 0.25, 8.0)
-
-    def test_arguments(self):
-        retry = http_session.make_retry(retries=1, backoff=0, max_wait=2.0)
-        assert (retry.total, retry.status, retry.backoff_factor, retry.backoff_jitter) == (1, 1, 0, 0)
-        assert retry.retry_after_max == 2
-
-    @pytest.mark.parametrize("status", [429, 502, 503, 504])
-    @pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
-    def test_is_retry(self, method, status):
-        assert http_session.make_retry().is_retry(method, status)
-
-    @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 500])
-    def test_is_not_retry(self, status):
-        assert not http_session.make_retry().is_retry("POST", status)
-
-    @pytest.mark.parametrize("header, slept", [("3", 3), ("100", 8)])
-    def test_retry_after_is_honoured_and_capped(self, monkeypatch, header, slept):
-        naps = []
-        monkeypatch.setattr("urllib3.util.retry.time.sleep", naps.append)
-        response = HTTPResponse(status=429, headers={"Retry-After": header})
-        http_session.make_retry(backoff=0).sleep(response)
-        assert naps == [slept]
-
-
-class TestUpstreamRetry:
-    """A read timeout is never repeated; a dropped connection is."""
-
-    def test_read_timeout_is_not_retried(self):
-        error = ReadTimeoutError(None, URL, "Read timed out.")
-        with pytest.raises(ReadTimeoutError) as excinfo:
-            http_session.make_retry().increment("POST", URL, error=error)
-        assert excinfo.value is error
-
-    @pytest.mark.parametrize("error", [
-        ProtocolError("Connection aborted.", ConnectionResetError()),
-        ConnectTimeoutError(None, "connect timed out"),
-        NewConnectionError(None, "Connection refused"),
-    ], ids=["dropped", "connect-timeout", "refused"])
-    def test_connection_faults_are_retried_three_times(self, error):
-        retry = http_session.make_retry()
-        for remaining in (2, 1, 0):
-            retry = retry.increment("POST", URL, error=error)
-            assert isinstance(retry, http_session.UpstreamRetry)
-            assert retry.total == remaining
-        with pytest.raises(MaxRetryError):
-            retry.increment("POST", URL, error=error)
-
-
-class TestStatusRetries:
-    """Status retries replayed by `responses` through the adapter's Retry."""
-
-    @pytest.mark.parametrize("status", [429, 502, 503, 504])
-    @pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
-    def test_transient_status_then_success(self, rsps, session, method, status):
-        rsps.add(method, URL, status=status)
-        rsps.add(method, URL, status=200, body="ok")
-        response = call(session, method)
-        assert (response.status_code, response.text) == (200, "ok")
-        assert len(rsps.calls) == 2
-
-    @pytest.mark.parametrize("status", [429, 502, 503, 504])
-    def test_gives_up_after_three_retries_with_last_response(self, rsps, session, status):
-        for attempt in range(1, 5):
-            rsps.post(URL, status=status, body=f"attempt {attempt}")
-        never = rsps.post(URL, status=200)
-        rsps.assert_all_requests_are_fired = False
-        response = call(session)
-        assert (response.status_code, response.text) == (status, "attempt 4")
-        assert len(rsps.calls) == 4
-        assert never.call_count == 0
-
-    @pytest.mark.parametrize("status", [400, 401, 403, 404, 500])
-    def test_other_statuses_are_not_retried(self, rsps, session, status):
+    @pytest.mark.parametrize("status, idempotent, calls", [
+        (503, False, 2), (429, False, 2), (502, False, 1), (500, False, 1),
+        (503, True, 2), (502, True, 2), (500, True, 2),
+    ])
+    def test_by_status(self, rsps, session, status, idempotent, calls):
         rsps.post(URL, status=status)
-        assert call(session).status_code == status
-        assert len(rsps.calls) == 1
+        if calls == 1:
+            with pytest.raises(UpstreamError):
+                upstream(session).call("POST", URL, refuse_unless_200, idempotent=idempotent)
+        else:
+            rsps.post(URL, status=200)
+            answer = upstream(session).call("POST", URL, refuse_unless_200,
+                                            idempotent=idempotent)
+            assert answer.status == 200
+        assert len(rsps.calls) == calls
 
-    def test_retry_count_follows_make_retry(self, rsps):
+    def test_at_most_the_policys_retries(self, rsps, session):
         rsps.post(URL, status=503)
-        s = http_session.make_session(2, http_session.make_retry(retries=1, backoff=0))
-        assert call(s).status_code == 503
-        assert len(rsps.calls) == 2
+        with pytest.raises(UpstreamError):
+            upstream(session, retries=2).call("POST", URL, refuse_unless_200, idempotent=False)
+        assert len(rsps.calls) == 3
 
-    def test_429_with_retry_after_is_retried(self, rsps, session):
-        rsps.post(URL, status=429, headers={"Retry-After": "0"})
+    def test_retry_after_is_waited_for(self, rsps, session):
+        rsps.post(URL, status=429)
         rsps.post(URL, status=200)
-        assert call(session).status_code == 200
-        assert len(rsps.calls) == 2
 
+        def ask_to_wait(answer: Answer) -> Answer:
+            if answer.status == 429:
+                raise UpstreamError("busy", resend=Resend.ALWAYS, retry_after=1)
+            return answer
 
-class TestCall:
-    """`call` passes the request through and turns transport faults into ours."""
+        started = time.monotonic()
+        upstream(session).call("POST", URL, ask_to_wait, idempotent=False)
+        assert time.monotonic() - started >= 1.0
 
-    def test_passes_method_timeout_and_kwargs(self, rsps, session):
-        rsps.put(URL, status=201)
-        response = call(session, "PUT", data=b"raw", params={"a": "1"}, headers={"X-T": "y"})
-        request = rsps.calls[0].request
-        assert response.status_code == 201
-        assert (request.method, request.url, request.body) == ("PUT", URL + "?a=1", b"raw")
-        assert request.headers["X-T"] == "y"
-        assert request.req_kwargs["timeout"] == (1.0, 2.0)
+    def test_a_wait_past_the_deadline_is_not_made(self, rsps, session):
+        rsps.post(URL, status=429)
 
-    @pytest.mark.parametrize("exc", [requests.ReadTimeout, requests.ConnectTimeout,
-                                     requests.Timeout])
-    def test_timeouts_become_upstream_timeout(self, rsps, session, exc):
-        rsps.post(URL, body=exc("timed out"))
-        with pytest.raises(UpstreamTimeout) as excinfo:
-            call(session)
-        assert excinfo.value.status == 504
-        assert excinfo.value.message == "Svc did not answer in time."
-        assert isinstance(excinfo.value.__cause__, exc)
+        def ask_to_wait(answer: Answer) -> Answer:
+            raise UpstreamError("busy", resend=Resend.ALWAYS, retry_after=60)
+
+        with pytest.raises(UpstreamError) as excinfo:
+            upstream(session, timeout=2.0).call("POST", URL, ask_to_wait, idempotent=False)
+        assert excinfo.value.retry_after == 60 and len(rsps.calls) == 1
 
     @pytest.mark.parametrize("exc", [requests.ConnectionError, requests.exceptions.SSLError,
-                                     requests.exceptions.ChunkedEncodingError,
-                                     requests.exceptions.RetryError])
+                                     requests.exceptions.ChunkedEncodingError])
     def test_transport_errors_become_upstream_error_without_url(self, rsps, session, exc):
         rsps.post(URL, body=exc(f"HTTPSConnectionPool: Max retries exceeded with url: {URL}"))
         with pytest.raises(UpstreamError) as excinfo:
-            call(session)
+            upstream(session).call("POST", URL, accept, idempotent=False)
         assert type(excinfo.value) is UpstreamError
         assert excinfo.value.status == 502 and excinfo.value.retryable
         assert "upstream.test" not in excinfo.value.message
+        assert len(rsps.calls) == 1  # it may have been sent: not again
 
     def test_non_request_errors_are_not_swallowed(self, rsps, session):
         rsps.post(URL, body=RuntimeError("bug"))
         with pytest.raises(RuntimeError):
-            call(session)
+            upstream(session).call("POST", URL, accept, idempotent=False)
+
+    def test_passes_method_and_kwargs(self, rsps, session):
+        rsps.put(URL, status=201, body=b"done")
+        answer = upstream(session).call("PUT", URL, accept, idempotent=True, data=b"raw",
+                                        params={"a": "1"}, headers={"X-T": "y"})
+        request = rsps.calls[0].request
+        assert (answer.status, answer.body) == (201, b"done")
+        assert (request.method, request.url, request.body) == ("PUT", URL + "?a=1", b"raw")
+        assert request.headers["X-T"] == "y"
 
 
 class _Loopback:
@@ -232,23 +166,85 @@ def loopback(request):
     server.close()
 
 
-class TestTransportRetriesOnLoopback:
-    """The faults urllib3 retries itself, against a local socket (no network)."""
+class TestOnLoopback:
+    """Faults only a real socket shows (no network: 127.0.0.1)."""
 
     @pytest.mark.parametrize("loopback", ["silent"], indirect=True)
-    def test_read_timeout_is_upstream_timeout_and_not_retried(self, session, loopback):
+    def test_no_answer_is_upstream_timeout_and_not_repeated(self, session, loopback):
         with pytest.raises(UpstreamTimeout):
-            http_session.call(session, "POST", loopback.url, service="Svc", timeout=(1.0, 0.3),
-                              json={})
+            upstream(session, timeout=0.3).call("PUT", loopback.url, accept, idempotent=True)
         assert loopback.accepted == 1
 
     @pytest.mark.parametrize("loopback", ["drop"], indirect=True)
-    def test_dropped_connection_is_retried_then_upstream_error(self, session, loopback):
+    def test_a_post_dropped_after_sending_is_not_sent_again(self, session, loopback):
         with pytest.raises(UpstreamError) as excinfo:
-            http_session.call(session, "POST", loopback.url, service="Svc", timeout=(1.0, 2.0),
-                              json={})
+            upstream(session).call("POST", loopback.url, accept, idempotent=False, json={})
         assert type(excinfo.value) is UpstreamError
+        assert loopback.accepted == 1
+
+    @pytest.mark.parametrize("loopback", ["drop"], indirect=True)
+    def test_an_idempotent_call_dropped_after_sending_is_sent_again(self, session, loopback):
+        with pytest.raises(UpstreamError):
+            upstream(session).call("PUT", loopback.url, accept, idempotent=True, data=b"v")
         assert loopback.accepted == 4
+
+    def test_a_refused_connection_is_tried_again_even_for_a_post(self, session, monkeypatch):
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        attempts = []
+        real = session.request
+        monkeypatch.setattr(session, "request", lambda *a, **k: attempts.append(1) or real(*a, **k))
+        with pytest.raises(UpstreamError, match="could not be reached"):
+            upstream(session).call("POST", f"http://127.0.0.1:{port}/run", accept,
+                                   idempotent=False)
+        assert len(attempts) == 4
+
+
+class TestDeadline:
+    """UPSTREAM_TIMEOUT_SECONDS bounds the whole call, body included."""
+
+    def kv_url(self, fake) -> str:
+        return (f"{fake.api_base}/accounts/{cf.ACCOUNT_ID}/storage/kv/namespaces/"
+                f"{cf.NAMESPACE_ID}/values/k")
+
+    def put_value(self, fake, session) -> None:
+        upstream(session).call("PUT", self.kv_url(fake), accept, idempotent=True,
+                               data=b"x" * 200, headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+
+    def test_a_trickling_body_ends_at_the_deadline(self, fake, session):
+        self.put_value(fake, session)
+        fake.inject("kv_get", cf.trickle(bytes_per_second=20, total_seconds=30))
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout) as excinfo:
+            upstream(session, timeout=0.5).call(
+                "GET", self.kv_url(fake), accept, idempotent=True,
+                headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+        # 200 bytes at 20 a second would take 10 s; each read alone is quick.
+        assert time.monotonic() - started < 5
+        assert excinfo.value.status == 504 and len(fake.calls_to("kv_get")) == 1
+
+    def test_a_stall_after_the_headers_is_a_timeout_not_a_broken_answer(self, fake, session):
+        self.put_value(fake, session)
+        fake.inject("kv_get", cf.stall_after_headers(seconds=30))
+        with pytest.raises(UpstreamTimeout) as excinfo:
+            upstream(session, timeout=0.5).call(
+                "GET", self.kv_url(fake), accept, idempotent=True,
+                headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+        assert excinfo.value.status == 504
+
+    def test_an_answer_over_the_size_bound_is_refused(self, fake, session, monkeypatch):
+        monkeypatch.setattr(http_session, "MAX_ANSWER_BYTES", 100)
+        self.put_value(fake, session)
+        with pytest.raises(UpstreamError, match="larger than"):
+            upstream(session).call("GET", self.kv_url(fake), accept, idempotent=True,
+                                   headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+
+    def test_the_whole_body_arrives_within_the_deadline(self, fake, session):
+        self.put_value(fake, session)
+        answer = upstream(session).call("GET", self.kv_url(fake), accept, idempotent=True,
+                                        headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+        assert answer.status == 200 and answer.body == b"x" * 200
 
 
 class TestEnvironmentReadOnce:

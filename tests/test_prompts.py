@@ -15,7 +15,7 @@ from conftest import AUTH
 
 from flux_worker.errors import InvalidRequest
 from flux_worker.generation import fit_prompt, new_image_key
-from flux_worker.imaging import fit_to_size, sniff_content_type
+from flux_worker.imaging import prepare_image, sniff_content_type
 from flux_worker.prompts import housekeeping_reply, is_housekeeping, last_user_text
 from flux_worker.replies import LOCALES, ReplyText, load_texts
 from flux_worker.settings import LANGUAGES
@@ -181,12 +181,12 @@ class TestImaging:
 
     @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
     def test_fit_crops_and_keeps_the_format(self, fmt):
-        fitted = Image.open(io.BytesIO(fit_to_size(self.image(fmt), 768, 512)))
+        fitted = Image.open(io.BytesIO(prepare_image(self.image(fmt), 768, 512).data))
         assert fitted.size == (768, 512) and fitted.format == fmt
 
     def test_right_size_is_not_re_encoded(self):
         data = self.image("JPEG", (576, 1024))
-        assert fit_to_size(data, 576, 1024) is data
+        assert prepare_image(data, 576, 1024).data is data
 
     def test_long_prompts_are_cut_at_a_word(self):
         cut = fit_prompt("word " * 1000, 2048)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
 
-from flux_worker.settings import ConfigError, Settings
+from flux_worker.settings import ConfigError, ServerSettings, Settings, load_dotenv_file
 
 FULL = {"API_KEY": "k1, k2", "CF_ACCOUNT_ID": "acct", "CF_API_TOKEN": "secret-token",
         "EXTERNAL_API_KEY": "secret-external"}
@@ -82,3 +85,100 @@ def test_describe_tells_what_is_set_but_no_secret():
     for secret in ("k1", "k2", "secret-token", "secret-external"):
         assert secret not in text
     assert "configured" in text
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ({"RATE_LIMIT_STORAGE_URI": "foo://somewhere"}, "RATE_LIMIT_STORAGE_URI"),
+    ({"RATE_LIMIT_STORAGE_URI": "localhost:6379"}, "RATE_LIMIT_STORAGE_URI"),
+    ({"RATE_LIMIT_STORAGE_URI": "async+memory://"}, "RATE_LIMIT_STORAGE_URI"),
+])
+def test_app_settings_checked_at_start_name_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("redis") is not None,
+                    reason="the redis package is installed")
+@pytest.mark.parametrize("rate_limit", ["10/minute", ""])
+def test_redis_storage_without_the_package_says_to_install_it(rate_limit):
+    """Checked without connecting (port 1 would refuse), with or without RATE_LIMIT."""
+    env = {"RATE_LIMIT": rate_limit, "RATE_LIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:1/0"}
+    with pytest.raises(ConfigError, match="RATE_LIMIT_STORAGE_URI") as caught:
+        Settings.from_env(env)
+    assert "pip install redis" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_memory_storage_and_log_level():
+    s = Settings.from_env({"RATE_LIMIT": "5/second", "RATE_LIMIT_STORAGE_URI": "memory://",
+                           "LOG_LEVEL": "WARNING"})
+    assert s.rate_limit_storage_uri == "memory://" and s.log_level == "warning"
+    assert Settings.from_env({}).log_level == "info"
+
+
+def test_server_settings_defaults():
+    server = ServerSettings.from_env({})
+    assert server == ServerSettings()
+    assert (server.port, server.threads, server.timeout) == (8000, 128, 120)
+    assert server.log_level == "info"
+    assert server.workers == min(os.cpu_count() or 1, 4)
+
+
+def test_server_settings_from_the_environment():
+    server = ServerSettings.from_env({"PORT": "8080", "WEB_CONCURRENCY": "3",
+                                      "GUNICORN_THREADS": "16", "GUNICORN_TIMEOUT": "0",
+                                      "LOG_LEVEL": "Debug"})
+    assert server == ServerSettings(port=8080, workers=3, threads=16, timeout=0, log_level="debug")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY must be a whole number (got 'abc')"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY must be at least 1 (got 0)"),
+    ({"GUNICORN_THREADS": "many"}, "GUNICORN_THREADS must be a whole number (got 'many')"),
+    ({"GUNICORN_THREADS": "0"}, "GUNICORN_THREADS must be at least 1 (got 0)"),
+    ({"GUNICORN_TIMEOUT": "x"}, "GUNICORN_TIMEOUT must be a whole number (got 'x')"),
+    ({"GUNICORN_TIMEOUT": "-1"}, "GUNICORN_TIMEOUT must be at least 0 (got -1)"),
+    ({"LOG_LEVEL": "loud"},
+     "LOG_LEVEL must be one of debug, info, warning, error, critical (got 'loud')"),
+    ({"PORT": "99999"}, "PORT must be at most 65535 (got 99999)"),
+    ({"PORT": "0"}, "PORT must be at least 1 (got 0)"),
+    ({"PORT": "http"}, "PORT must be a whole number (got 'http')"),
+])
+def test_bad_server_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError) as caught:
+        ServerSettings.from_env(env)
+    assert str(caught.value) == message
+
+
+def test_repr_and_str_show_no_secret():
+    s = Settings.from_env({**FULL, "CF_KV_NAMESPACE_ID": "ns-secret",
+                           "RATE_LIMIT_STORAGE_URI": "memory://"}).replace(
+        rate_limit_storage_uri="redis://:storage-pass@127.0.0.1:1/0")
+    for text in (repr(s), str(s)):
+        for secret in ("k1", "k2", "secret-token", "secret-external", "acct", "ns-secret",
+                       "storage-pass"):
+            assert secret not in text
+        assert "flux_model=" in text  # the rest is still shown
+
+
+def test_secrets_lists_every_configured_secret():
+    s = Settings.from_env({**FULL, "CF_KV_NAMESPACE_ID": "ns-id"})
+    assert set(s.secrets) == {"k1", "k2", "secret-token", "secret-external", "acct", "ns-id"}
+    assert Settings().secrets == ()
+    assert Settings(cf_api_token="t", external_api_key="").secrets == ("t",)
+    with_password = Settings(rate_limit_storage_uri="redis://user:pw-123@host:6379/0")
+    assert with_password.secrets == ("pw-123",)
+
+
+def test_dotenv_fills_only_what_the_environment_lacks(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("FLUX_TEST_FROM_FILE=file\nFLUX_TEST_BOTH=file\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLUX_TEST_BOTH", "real")
+    monkeypatch.delenv("FLUX_TEST_FROM_FILE", raising=False)
+    try:
+        load_dotenv_file()
+        assert os.environ["FLUX_TEST_FROM_FILE"] == "file"
+        assert os.environ["FLUX_TEST_BOTH"] == "real"
+    finally:
+        os.environ.pop("FLUX_TEST_FROM_FILE", None)

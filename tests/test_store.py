@@ -1,18 +1,20 @@
 """The image stores: the same contract for the embedded SQLite store and for
-Workers KV (through the fake Cloudflare), plus the memory cache."""
+Workers KV (through the fake Cloudflare), and the write-through store."""
 
 from __future__ import annotations
 
 import multiprocessing
 import sqlite3
 import threading
+import time
 
 import pytest
 
 import fake_cloudflare as cf
-from flux_worker.http_session import make_retry, make_session
+from flux_worker.http_session import RetryPolicy, Upstream, make_session
 from flux_worker.kv import KVClient
-from flux_worker.store import KVImageStore, MemoryCache, ResilientStore, SQLiteImageStore
+from flux_worker.store import (IDLE_CONNECTIONS, KVImageStore, SQLiteImageStore,
+                               WriteThroughStore)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 PNG = b"\x89PNG\r\n\x1a\n" + b"png body"
@@ -27,8 +29,9 @@ class Clock:
 
 
 def kv_client(fake) -> KVClient:
-    return KVClient(api_base=fake.api_base, account_id=cf.ACCOUNT_ID, namespace_id=cf.NAMESPACE_ID,
-                    api_token=cf.API_TOKEN, session=make_session(4, make_retry(backoff=0)))
+    upstream = Upstream("Workers KV", make_session(4), timeout=5.0, retry=RetryPolicy(backoff=0))
+    return KVClient(upstream, api_base=fake.api_base, account_id=cf.ACCOUNT_ID,
+                    namespace_id=cf.NAMESPACE_ID, api_token=cf.API_TOKEN)
 
 
 @pytest.fixture(params=["sqlite", "kv"])
@@ -93,49 +96,50 @@ class TestKV:
         client = kv_client(fake)
         client.put("a/b?c", PNG, 120)
         assert fake.kv_value("a/b?c") == PNG
-        assert client.get("a/b?c") == PNG
+        assert client.get("a/b?c").data == PNG
+
+    def test_expiry_comes_from_kv(self, fake):
+        store = KVImageStore(kv_client(fake))
+        store.put("k", JPEG, 600)
+        assert abs(store.get("k").expires_at - (time.time() + 600)) < 5
 
 
-class TestMemoryCache:
-    def test_bounded_in_bytes_least_recent_out(self):
-        cache = MemoryCache(max_bytes=30)
-        cache.put("a", b"x" * 10, 60)
-        cache.put("b", b"y" * 10, 60)
-        cache.get("a")  # a is now the most recent
-        cache.put("c", b"z" * 15, 60)
-        assert cache.get("b") is None
-        assert cache.get("a") == b"x" * 10 and cache.get("c") == b"z" * 15
+class TestWriteThroughStore:
+    """The embedded store here first, KV for other machines; KV is eventually consistent."""
 
-    def test_too_big_is_not_cached(self):
-        cache = MemoryCache(max_bytes=5)
-        cache.put("a", b"123456", 60)
-        assert cache.get("a") is None
+    def make(self, fake, tmp_path, name: str = "f.sqlite3") -> WriteThroughStore:
+        return WriteThroughStore(SQLiteImageStore(str(tmp_path / name)),
+                                 KVImageStore(kv_client(fake)))
 
-    def test_expires(self):
-        clock = Clock()
-        cache = MemoryCache(max_bytes=100, clock=clock)
-        cache.put("a", b"1", 10)
-        clock.now += 10
-        assert cache.get("a") is None
-
-
-class TestResilientStore:
-    def make(self, fake, tmp_path) -> ResilientStore:
-        return ResilientStore(KVImageStore(kv_client(fake)),
-                              SQLiteImageStore(str(tmp_path / "f.sqlite3")), MemoryCache(1 << 20))
-
-    def test_kv_gets_the_image_and_sqlite_does_not(self, fake, tmp_path):
+    def test_every_image_goes_to_both(self, fake, tmp_path):
         self.make(fake, tmp_path).put("k", JPEG, 600)
         assert fake.kv_value("k") == JPEG
-        assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k") is None
+        assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
 
-    def test_kv_write_failure_lands_in_sqlite(self, fake, tmp_path):
+    def test_another_process_here_serves_it_while_kv_does_not_show_it(self, fake, tmp_path):
+        fake.kv_visibility_delay = 60
+        self.make(fake, tmp_path).put("k", JPEG, 600)
+        other_process = self.make(fake, tmp_path)
+        assert other_process.get("k").data == JPEG
+        assert fake.calls_to("kv_get") == []  # found here: KV is not asked
+
+    def test_another_machine_reads_kv_and_keeps_a_copy_until_it_expires(self, fake, tmp_path):
+        self.make(fake, tmp_path).put("k", PNG, 600)
+        other_machine = self.make(fake, tmp_path, "other.sqlite3")
+        found = other_machine.get("k")
+        assert found.data == PNG and abs(found.expires_at - (time.time() + 600)) < 5
+        assert other_machine.get("k").data == PNG
+        assert len(fake.calls_to("kv_get")) == 1
+        kept = SQLiteImageStore(str(tmp_path / "other.sqlite3")).get("k")
+        assert abs(kept.expires_at - found.expires_at) < 1
+
+    def test_kv_write_failure_still_leaves_the_image_here(self, fake, tmp_path):
         fake.inject("kv_put", *[cf.status(500)] * 4)
         self.make(fake, tmp_path).put("k", JPEG, 600)
         assert fake.kv_value("k") is None
         assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
 
-    def test_a_refused_namespace_also_falls_back(self, fake, tmp_path):
+    def test_a_refused_namespace_is_not_retried_and_the_image_stays(self, fake, tmp_path):
         fake.inject("kv_put", cf.status(404, [(10013, "namespace not found")]))
         store = self.make(fake, tmp_path)
         store.put("k", JPEG, 600)
@@ -143,15 +147,35 @@ class TestResilientStore:
         assert SQLiteImageStore(str(tmp_path / "f.sqlite3")).get("k").data == JPEG
 
 
-def test_sqlite_connections_are_pooled_not_one_per_thread(tmp_path):
-    store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
-    store.put("k", JPEG, 600)
+class TestSQLitePool:
+    def test_connections_are_pooled_not_one_per_thread(self, tmp_path):
+        store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
+        store.put("k", JPEG, 600)
 
-    def read_once():
-        assert store.get("k").data == JPEG
+        def read_once():
+            assert store.get("k").data == JPEG
 
-    for _ in range(20):  # one thread after another: each borrows the same connection
-        thread = threading.Thread(target=read_once)
-        thread.start()
-        thread.join()
-    assert store._idle.qsize() == 1
+        for _ in range(20):  # one thread after another: each borrows the same connection
+            thread = threading.Thread(target=read_once)
+            thread.start()
+            thread.join()
+        assert store._idle.qsize() == 1
+
+    def test_the_pool_shrinks_after_a_burst(self, tmp_path):
+        store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
+        store.put("k", JPEG, 600)
+        barrier = threading.Barrier(IDLE_CONNECTIONS * 3)
+
+        def read_together():
+            with store._db() as db:  # every thread holds a connection at once
+                barrier.wait(timeout=10)
+                db.execute("SELECT 1")
+
+        threads = [threading.Thread(target=read_together) for _ in range(IDLE_CONNECTIONS * 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store._idle.qsize() == IDLE_CONNECTIONS
+        store.close()
+        assert store._idle.qsize() == 0
