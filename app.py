@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-from flux_worker.settings import (ConfigError, ServerSettings, exit_with_config_error,
-                                  load_dotenv_file)
+from flux_worker.settings import (
+    ConfigError,
+    ServerSettings,
+    exit_with_config_error,
+    load_dotenv_file,
+)
 
 
 def main(argv: list[str]) -> None:

@@ -16,7 +16,11 @@ if _here not in sys.path:
     sys.path.insert(0, _here)
 
 from flux_worker.settings import (  # noqa: E402
-    ConfigError, ServerSettings, exit_with_config_error, load_dotenv_file)
+    ConfigError,
+    ServerSettings,
+    exit_with_config_error,
+    load_dotenv_file,
+)
 
 # .env first, as the app does (real environment variables win), so PORT and
 # WEB_CONCURRENCY written there reach gunicorn too. A bad value stops here with
@@ -63,3 +67,10 @@ def _return_freed_image_buffers_to_the_os() -> None:
 
 
 _return_freed_image_buffers_to_the_os()
+
+
+def worker_exit(server, worker) -> None:
+    """Close the worker's pool, upstream sessions and SQLite connections."""
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("flux_worker")
+    if services is not None:
+        services.close()

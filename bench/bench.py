@@ -73,7 +73,7 @@ def chat(url: str, stream: bool) -> dict:
                         and b'"content":"' in line and b'"content":""' not in line:
                     first_content = time.perf_counter() - started
         else:
-            response.content
+            _ = response.content  # read the whole body, as a client would
         ok = response.status_code == 200 and (not stream or first_content is not None)
     return {"wall": time.perf_counter() - started, "ttfc": first_content, "ok": ok,
             "status": response.status_code}
@@ -121,12 +121,14 @@ def peak_rss_mb(master_pid: int) -> dict[str, float]:
             continue
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
-                peaks["master" if pid == master_pid else f"worker {pid}"] = int(line.split()[1]) / 1024
+                name = "master" if pid == master_pid else f"worker {pid}"
+                peaks[name] = int(line.split()[1]) / 1024
     return peaks
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=2.0, help="fake upstream latency L (s)")
     parser.add_argument("--image-bytes", type=int, default=1024 * 1024, help="size of each image")
     parser.add_argument("--samples", type=int, default=30, help="requests at concurrency 1")

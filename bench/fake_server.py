@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import fake_cloudflare  # noqa: E402
+import fake_cloudflare
 
 
 def main() -> None:
@@ -18,7 +18,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=2.0)
     parser.add_argument("--image-padding", type=int, default=0)
     args = parser.parse_args()
-    with fake_cloudflare.FakeCloudflare(latency=args.latency, image_padding=args.image_padding) as fake:
+    with fake_cloudflare.FakeCloudflare(latency=args.latency,
+                                        image_padding=args.image_padding) as fake:
         print(fake.api_base, flush=True)
         while True:
             time.sleep(3600)

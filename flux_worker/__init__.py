@@ -7,6 +7,7 @@ import os
 import sqlite3
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -38,11 +39,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    json_provider = DefaultJSONProvider(app)
+    json_provider.ensure_ascii = False
+    json_provider.sort_keys = False
+    app.json = json_provider
     # One proxy hop (nginx, a PaaS router) tells us the scheme and host the
-    # client used, so image links are https where the client is.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    # client used, so image links are https where the client is. (Wrapping
+    # app.wsgi_app is how Flask documents middleware; mypy sees a method.)
+    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, x_for=1, x_proto=1, x_host=1)
 
     redact = Redactor(settings.secrets)
     retry = RetryPolicy(backoff=settings.retry_backoff_seconds)

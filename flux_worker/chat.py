@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from . import openai_format, sse
 from .errors import InvalidRequest, error_body
 from .generation import ImageService, OptimizedPrompt, Progress, RunResult
 from .models import ImageModel
-from .planning import (BOOLEAN, INTEGER, NUMBER, OBJECT, STRING, ImageJob,
-                       check_optional_types, plan_job)
-from .prompts import housekeeping_reply, is_housekeeping, last_user_text
+from .planning import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    ImageJob,
+    check_optional_types,
+    plan_job,
+)
+from .prompts import chat_messages, housekeeping_reply, is_housekeeping, last_user_text
 from .replies import ReplyText
 
 log = logging.getLogger(__name__)
 
-_OPTIONAL_FIELDS = {
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "temperature": NUMBER, "top_p": NUMBER, "presence_penalty": NUMBER,
     "frequency_penalty": NUMBER, "max_tokens": INTEGER, "max_completion_tokens": INTEGER,
     "n": INTEGER, "user": STRING, "seed": INTEGER, "stream_options": OBJECT,
@@ -27,7 +35,7 @@ _OPTIONAL_FIELDS = {
 
 @dataclass(frozen=True)
 class ChatRequest:
-    messages: list
+    messages: list[dict]
     prompt: str
     stream: bool
     include_usage: bool
@@ -48,7 +56,8 @@ def parse_chat_request(body: object) -> ChatRequest:
     if not isinstance(include_usage, bool):
         raise InvalidRequest("stream_options.include_usage must be true or false.",
                              param="stream_options.include_usage")
-    return ChatRequest(messages=body.get("messages"), prompt=last_user_text(body.get("messages")),
+    messages = chat_messages(body.get("messages"))
+    return ChatRequest(messages=messages, prompt=last_user_text(messages),
                        stream=bool(body.get("stream")), include_usage=include_usage,
                        model_name=body.get("model"))
 

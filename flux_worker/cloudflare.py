@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .errors import (AllowanceExhausted, ContentPolicyViolation, FluxWorkerError, InvalidRequest,
-                     RateLimited, Resend, UpstreamError, UpstreamMisconfigured, UpstreamTimeout)
+from .errors import (
+    AllowanceExhausted,
+    ContentPolicyViolation,
+    FluxWorkerError,
+    InvalidRequest,
+    RateLimited,
+    Resend,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+)
 from .http_session import Answer
 
 log = logging.getLogger(__name__)

@@ -119,7 +119,7 @@ class ImageService:
         return self.optimizer.model if self.optimizer else None
 
     def start(self, job: ImageJob, count: int = 1, progress: Progress | None = None
-              ) -> "GenerationRun":
+              ) -> GenerationRun:
         """Reserve capacity for `count` images of a job and start making them.
 
         :raises NotConfigured: when Workers AI credentials are missing.

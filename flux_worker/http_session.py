@@ -9,14 +9,20 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, MaxRetryError,
-                                NewConnectionError, ReadTimeoutError)
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 
 from .errors import FluxWorkerError, Resend, UpstreamError, UpstreamTimeout
 from .redaction import Redactor
@@ -125,7 +131,8 @@ class Upstream:
         def may_resend(exc: BaseException) -> bool:
             if not isinstance(exc, FluxWorkerError):
                 return False
-            return exc.resend is Resend.ALWAYS or (idempotent and exc.resend is Resend.IF_IDEMPOTENT)
+            return exc.resend is Resend.ALWAYS or (idempotent
+                                                   and exc.resend is Resend.IF_IDEMPOTENT)
 
         def wait(state: tenacity.RetryCallState) -> float:
             backoff = policy.backoff * 2 ** (state.attempt_number - 1)

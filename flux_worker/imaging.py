@@ -34,10 +34,11 @@ MAX_PIXELS = 2 * 2500 * 2500
 
 NOT_AN_IMAGE = "Workers AI returned data that is not a complete image."
 
-# What Pillow (and zlib, in the PNG walk) raise on bytes they cannot use. DecompressionBombWarning is
-# listed so the outcome is the same when warnings are configured as errors;
-# otherwise it is only logged, and irrelevant, because every image that
-# triggers it is far beyond MAX_PIXELS and refused before decoding anyway.
+# What Pillow (and zlib, in the PNG walk) raise on bytes they cannot use.
+# DecompressionBombWarning is listed so the outcome is the same when warnings
+# are configured as errors; otherwise it is only logged, and irrelevant,
+# because every image that triggers it is far beyond MAX_PIXELS and refused
+# before decoding anyway.
 _DECODE_FAILURES = (OSError, ValueError, SyntaxError, struct.error, zlib.error, EOFError,
                     IndexError, KeyError, TypeError, ZeroDivisionError,
                     Image.DecompressionBombError, Image.DecompressionBombWarning)

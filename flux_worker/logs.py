@@ -13,7 +13,8 @@ import re
 import sys
 import time
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TextIO
 
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
@@ -58,7 +59,8 @@ class LineFormatter(logging.Formatter):
         try:
             text = super().format(record)
         except Exception as exc:  # the default error dump prints raw args over many lines
-            text = (f"{self.formatTime(record)} {record.levelname} [{record.request_id}] "
+            request_id = getattr(record, "request_id", "-")
+            text = (f"{self.formatTime(record)} {record.levelname} [{request_id}] "
                     f"{record.name}: unformattable log record ({type(exc).__name__}) "
                     f"msg={record.msg!r} args={record.args!r}")
         return one_line(self.redact(text))
@@ -70,8 +72,8 @@ class StderrHandler(logging.StreamHandler):
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
 

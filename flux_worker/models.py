@@ -7,6 +7,7 @@ schemas; adding a model is one entry in REGISTRY.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 JSON = "json"
 MULTIPART = "multipart"
@@ -69,10 +70,26 @@ class ImageModel:
         return fields
 
 
-_SDXL_LIKE = dict(encoding=JSON, output=BINARY, size_range=(256, 2048), size_step=8,
-                  steps_field="num_steps", max_steps=20, negative_prompt=True,
-                  never_empty=("negative_prompt",))
-_FLUX2 = dict(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16)
+# ImageModel fields that several models share, typed so that `**` passes the
+# same checks as keyword arguments.
+class _Sized(TypedDict):
+    encoding: str
+    output: str
+    size_range: tuple[int, int]
+    size_step: int
+
+
+class _WithSteps(_Sized):
+    steps_field: str
+    max_steps: int
+    negative_prompt: bool
+    never_empty: tuple[str, ...]
+
+
+_SDXL_LIKE = _WithSteps(encoding=JSON, output=BINARY, size_range=(256, 2048), size_step=8,
+                        steps_field="num_steps", max_steps=20, negative_prompt=True,
+                        never_empty=("negative_prompt",))
+_FLUX2 = _Sized(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16)
 
 REGISTRY: dict[str, ImageModel] = {
     model.id: model
@@ -99,7 +116,8 @@ REGISTRY: dict[str, ImageModel] = {
 class ModelCatalog:
     """The models this deployment offers, and how a request's name picks one."""
 
-    def __init__(self, default_id: str, offered_ids: tuple[str, ...] = (), steps: int | None = None):
+    def __init__(self, default_id: str, offered_ids: tuple[str, ...] = (),
+                 steps: int | None = None):
         unknown = [name for name in (default_id, *offered_ids) if name not in REGISTRY]
         if unknown:
             raise ValueError(f"unknown image model(s): {', '.join(unknown)}; "

@@ -23,7 +23,8 @@ def usage(prompt: str, completion: str) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_completion(*, id: str, model: str, content: str, prompt: str, created: int | None = None) -> dict:
+def chat_completion(*, id: str, model: str, content: str, prompt: str,
+                    created: int | None = None) -> dict:
     """A whole `chat.completion` object."""
     return {
         "id": id,

@@ -3,6 +3,7 @@ in one place, before any capacity is taken or any upstream is called."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
@@ -27,7 +28,7 @@ class ImageJob:
     negative_prompt: str = ""
 
 
-def check_optional_types(body: dict, fields: dict[str, type | tuple]) -> None:
+def check_optional_types(body: dict, fields: Mapping[str, type | tuple[type, ...]]) -> None:
     """Raise for a known optional field that is present with the wrong type.
 
     :raises InvalidRequest: naming the field.

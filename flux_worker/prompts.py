@@ -8,13 +8,10 @@ import re
 from .errors import InvalidRequest
 
 
-def last_user_text(messages: object) -> str:
-    """Return the text of the last user message.
+def chat_messages(messages: object) -> list[dict]:
+    """Return `messages` once checked to be a non-empty list of objects with a string role.
 
-    Content may be a string or a list of parts whose `text` parts are joined;
-    earlier turns (our own image replies among them) are ignored.
-
-    :raises InvalidRequest: for a missing, malformed or empty prompt.
+    :raises InvalidRequest: for anything else, naming the first bad message.
     """
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty array of chat messages.",
@@ -23,6 +20,18 @@ def last_user_text(messages: object) -> str:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{index}] must be an object with a string role.",
                                  param=f"messages[{index}]")
+    return messages
+
+
+def last_user_text(messages: object) -> str:
+    """Return the text of the last user message.
+
+    Content may be a string or a list of parts whose `text` parts are joined;
+    earlier turns (our own image replies among them) are ignored.
+
+    :raises InvalidRequest: for a missing, malformed or empty prompt.
+    """
+    messages = chat_messages(messages)
     user_messages = [m for m in messages if m["role"] == "user"]
     if not user_messages:
         raise InvalidRequest("messages has no user message to take the prompt from.",

@@ -8,7 +8,7 @@ through one `Redactor` before it can reach a response or a log line.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import quote
 
 REDACTED = "[redacted]"

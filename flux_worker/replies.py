@@ -7,13 +7,13 @@ same pieces, so both read the same.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 LOCALES = Path(__file__).with_name("locales")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_texts(language: str) -> dict[str, str]:
     """Return the reply texts for a language (see locales/*.json)."""
     return json.loads((LOCALES / f"{language}.json").read_text(encoding="utf-8"))

@@ -49,6 +49,7 @@ class Services:
             if client is not None:
                 client.close()
         self.store.close()
+        log.info("closed the generation pool, upstream sessions and store")
 
 
 def services() -> Services:

@@ -6,8 +6,9 @@ import dataclasses
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, NoReturn
+from typing import NoReturn, overload
 from urllib.parse import urlsplit
 
 from .models import REGISTRY
@@ -65,7 +66,7 @@ class ServerSettings:
     log_level: str = "info"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ServerSettings":
+    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
         """:raises ConfigError: naming the variable whose value is invalid."""
         reader = _EnvReader(env)
         return cls(
@@ -133,12 +134,12 @@ class Settings:
                   urlsplit(self.rate_limit_storage_uri).password or "")
         return tuple(value for value in values if value)
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         """Return a copy with some fields changed (handy in tests)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from environment variables.
 
         :raises ConfigError: naming the variable whose value is invalid.
@@ -183,7 +184,8 @@ class Settings:
             _check_storage_uri(settings.rate_limit_storage_uri)
         if settings.prompt_optimization and not settings.optimizer_enabled:
             raise ConfigError(
-                "PROMPT_OPTIMIZATION is on but EXTERNAL_API_BASE and EXTERNAL_MODEL are not both set"
+                "PROMPT_OPTIMIZATION is on but EXTERNAL_API_BASE and EXTERNAL_MODEL are not both "
+                "set"
             )
         return settings
 
@@ -267,6 +269,12 @@ class _EnvReader:
             raise ConfigError(f"{name} must start with http:// or https:// (got {value!r})")
         return value.rstrip("/")
 
+    @overload
+    def boolean(self, name: str, default: bool) -> bool: ...
+
+    @overload
+    def boolean(self, name: str, default: None) -> bool | None: ...
+
     def boolean(self, name: str, default: bool | None) -> bool | None:
         value = self._raw(name)
         if value is None:
@@ -278,7 +286,8 @@ class _EnvReader:
             return False
         raise ConfigError(f"{name} must be true or false (got {value!r})")
 
-    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, minimum: int | None = None,
+                maximum: int | None = None) -> int:
         value = self._raw(name)
         if value is None:
             return default

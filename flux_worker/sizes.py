@@ -108,11 +108,9 @@ def _looks_like_time(text: str, match: re.Match) -> bool:
     if after and after[0].lower().rstrip(",.") in _CONTEXT_AFTER:
         return True
     ratio = Ratio(int(match.group(1)), int(minutes))
-    if minutes.startswith("0") or (len(minutes) == 2 and int(match.group(1)) <= 24
-                                   and int(minutes) < 60 and ratio not in _COMMON_TWO_DIGIT
-                                   and ratio not in SEED_SIZES):
-        return True
-    return False
+    return minutes.startswith("0") or (len(minutes) == 2 and int(match.group(1)) <= 24
+                                       and int(minutes) < 60 and ratio not in _COMMON_TWO_DIGIT
+                                       and ratio not in SEED_SIZES)
 
 
 def _cut(text: str, start: int, end: int) -> str:

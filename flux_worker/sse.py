@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
-from typing import Iterator
+from collections.abc import Iterator
 
 KEEPALIVE = ": keep-alive\n\n"
 DONE = "data: [DONE]\n\n"

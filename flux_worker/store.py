@@ -8,9 +8,10 @@ import os
 import queue
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from .errors import FluxWorkerError
 from .imaging import sniff_content_type
@@ -59,8 +60,8 @@ class SQLiteImageStore:
         db = self._connect()
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY, data BLOB NOT NULL,"
-                       " expires_at REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY,"
+                       " data BLOB NOT NULL, expires_at REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at)")
         finally:
             db.close()
@@ -86,7 +87,7 @@ class SQLiteImageStore:
             except queue.Full:
                 db.close()
 
-    def put(self, key: str, data: bytes, ttl: int) -> None:
+    def put(self, key: str, data: bytes, ttl: float) -> None:
         now = self._clock()
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO images (key, data, expires_at) VALUES (?, ?, ?)",

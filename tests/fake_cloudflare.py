@@ -344,7 +344,7 @@ EDGE_PAGE = """<!DOCTYPE html>
 </div>
 </body>
 </html>
-"""
+"""  # noqa: E501 (Cloudflare's edge error page as served, long lines included)
 
 
 # --- records ---------------------------------------------------------------
@@ -377,7 +377,7 @@ class _KvEntry:
     value: bytes
     expires: float | None  # unix seconds
     visible_at: float  # time.monotonic()
-    previous: "_KvEntry | None" = None
+    previous: _KvEntry | None = None
 
     def expired(self) -> bool:
         return self.expires is not None and self.expires <= time.time()
@@ -417,7 +417,7 @@ class FakeCloudflare:
         self._thread: threading.Thread | None = None
 
     # lifecycle
-    def start(self) -> "FakeCloudflare":
+    def start(self) -> FakeCloudflare:
         handler = type("Handler", (_Handler,), {"fake": self})
         server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
         server.request_queue_size = 1024
@@ -438,7 +438,7 @@ class FakeCloudflare:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeCloudflare":
+    def __enter__(self) -> FakeCloudflare:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -649,7 +649,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._parse_body(call)
             handler = lambda: self._optimizer(call)  # noqa: E731
         else:
-            self._error(404, 7003, "Could not route to " + path + ", perhaps your object identifier is invalid?")
+            self._error(404, 7003, "Could not route to " + path
+                        + ", perhaps your object identifier is invalid?")
             return
         fault, self._halt = self.fake._record(call)
         if fault is None:

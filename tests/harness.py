@@ -37,14 +37,19 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"gunicorn-{self.port}.log"
-        full_env = {**os.environ, **env, "PORT": str(self.port),
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self._log = open(self.log_path, "w")
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        full_env = {**os.environ, **env, "PORT": str(self.port), "PATH": path}
+        # Open for as long as gunicorn runs: stop() closes it, so no `with`.
+        self._log = open(self.log_path, "w")  # noqa: SIM115
         # exec: the shell becomes gunicorn, so process.pid is gunicorn's master.
-        self.process = subprocess.Popen("exec " + procfile_command(), shell=True, cwd=ROOT, env=full_env,
-                                        stdout=self._log, stderr=subprocess.STDOUT,
+        self.process = subprocess.Popen("exec " + procfile_command(), shell=True, cwd=ROOT,
+                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # no server to hand back: stop it and close its log here
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -59,7 +64,8 @@ class Gunicorn:
         raise AssertionError(f"gunicorn did not start: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stop(self) -> None:

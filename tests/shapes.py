@@ -8,13 +8,14 @@ too; a user's clone has no such folder, and that extra check is skipped.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
 OWN_SCHEMAS = Path(__file__).with_name("schemas") / "openai-responses.json"
-OFFICIAL_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openai-schemas.json"
+OFFICIAL_SCHEMAS = (Path(__file__).resolve().parents[2] / "shared" / "reference"
+                    / "openai-schemas.json")
 OFFICIAL_NAMES = {
     "ChatCompletion": "CreateChatCompletionResponse",
     "ChatCompletionChunk": "CreateChatCompletionStreamResponse",
@@ -24,12 +25,12 @@ OFFICIAL_NAMES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _own(kind: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(OWN_SCHEMAS.read_text())[kind])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _official(kind: str) -> Draft202012Validator | None:
     if not OFFICIAL_SCHEMAS.exists():
         return None

@@ -14,9 +14,15 @@ import requests
 from PIL import Image
 
 from flux_worker import cloudflare
-from flux_worker.errors import (AllowanceExhausted, ContentPolicyViolation, InvalidRequest,
-                                RateLimited, UpstreamError, UpstreamMisconfigured,
-                                UpstreamTimeout)
+from flux_worker.errors import (
+    AllowanceExhausted,
+    ContentPolicyViolation,
+    InvalidRequest,
+    RateLimited,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+)
 from flux_worker.http_session import Answer, RetryPolicy, Upstream
 from flux_worker.imaging import prepare_image, sniff_content_type
 from flux_worker.kv import KVClient
@@ -68,7 +74,8 @@ def multipart_fields(request: requests.PreparedRequest) -> dict[str, str]:
     head = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
     message = email.message_from_bytes(head + request.body)
     assert message.is_multipart()
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
+    return {part.get_param("name", header="content-disposition"):
+            part.get_payload(decode=True).decode()
             for part in message.get_payload()}
 
 
@@ -109,7 +116,8 @@ class TestWorkersAIRequest:
 
         request = rsps.calls[0].request
         assert request.method == "POST"
-        assert request.url == f"{API}/accounts/{ACCOUNT}/ai/run/@cf/black-forest-labs/flux-1-schnell"
+        assert request.url == (f"{API}/accounts/{ACCOUNT}/ai/run"
+                               "/@cf/black-forest-labs/flux-1-schnell")
         assert request.headers["Authorization"] == f"Bearer {TOKEN}"
         assert request.headers["Content-Type"] == "application/json"
         assert json.loads(request.body) == {"prompt": "a red fox", "steps": 4}
@@ -184,7 +192,8 @@ class TestWorkersAIErrors:
     """Cloudflare's error envelopes become the right error of ours."""
 
     @pytest.mark.parametrize("status, code, message, expected, our_code, retryable", [
-        (400, 5006, "Type mismatch of '/width'", InvalidRequest, "upstream_validation_error", False),
+        (400, 5006, "Type mismatch of '/width'", InvalidRequest, "upstream_validation_error",
+         False),
         (400, 3030, "AiError: input rejected by safety filter", ContentPolicyViolation,
          "content_policy_violation", False),
         (400, 1000, "NSFW image detected", ContentPolicyViolation,

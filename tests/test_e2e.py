@@ -77,7 +77,8 @@ def test_first_content_arrives_before_the_image(gunicorn, fake):
         assert response.headers["Content-Type"].startswith("text/event-stream")
         arrivals = []
         for line in response.iter_lines():
-            if line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+            has_text = b'"content":"' in line and b'"content":""' not in line
+            if line.startswith(b"data: {") and has_text:
                 arrivals.append((time.monotonic() - started, line))
     first, last = arrivals[0], arrivals[-1]
     assert b"Original prompt" in first[1] and b"Generated Image" in last[1]
@@ -88,7 +89,8 @@ def test_first_content_arrives_before_the_image(gunicorn, fake):
 def test_keepalive_and_sse_framing_over_real_http(gunicorn, fake):
     fake.latency = 1.2  # SSE_KEEPALIVE_SECONDS=0.5 in gunicorn_env
     response = requests.post(gunicorn.url + "/chat/completions", headers=AUTH, timeout=30,
-                             json={"stream": True, "messages": [{"role": "user", "content": "A cat"}]})
+                             json={"stream": True,
+                                   "messages": [{"role": "user", "content": "A cat"}]})
     events, comments = parse_sse(response.text)
     assert ": keep-alive" in comments
     assert "event:" not in response.text
@@ -136,3 +138,60 @@ def test_secrets_never_reach_the_logs(gunicorn):
     assert "flux-worker" in log
     for secret in (API_KEY, fake_cloudflare.API_TOKEN):
         assert secret not in log
+
+
+@pytest.fixture
+def kv_gunicorn(fake, tmp_path):
+    """Two workers sharing one machine's embedded store, images also in KV."""
+    server = Gunicorn(gunicorn_env(fake, tmp_path, CF_KV_NAMESPACE_ID=fake_cloudflare.NAMESPACE_ID,
+                                   WEB_CONCURRENCY="2"), tmp_path)
+    yield server
+    server.stop()
+
+
+def test_every_worker_serves_a_fresh_link_while_kv_does_not_show_it(kv_gunicorn, fake):
+    """KV is eventually consistent (a new key hidden for 60 s, a miss cached):
+    the link still works at once from whichever worker the browser reaches."""
+    fake.kv_visibility_delay = 60
+    fake.kv_negative_cache_seconds = 60
+    response = requests.post(kv_gunicorn.url + "/v1/chat/completions", headers=AUTH, timeout=30,
+                             json={"messages": [{"role": "user", "content": "A cute cat"}]})
+    url = IMAGE_LINK.search(response.json()["choices"][0]["message"]["content"]).group("url")
+    for _ in range(12):  # fresh connections: the kernel spreads them over both workers
+        assert requests.get(url, timeout=10, headers={"Connection": "close"}).status_code == 200
+    assert fake.calls_to("kv_get") == []
+    assert fake.kv_value(url.rsplit("/", 1)[1]) is not None  # and KV has it for other machines
+
+
+def test_a_chunked_body_over_the_limit_is_413(gunicorn):
+    def chunks():
+        for _ in range(17):
+            yield b" " * 65536  # 1.06 MiB of whitespace, no Content-Length
+    response = requests.post(gunicorn.url + "/v1/chat/completions", data=chunks(), timeout=30,
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_an_upstream_echo_reaches_neither_client_nor_log(fake, tmp_path, monkeypatch):
+    token = "cf-e2e-SECRET-token"
+    monkeypatch.setattr(fake_cloudflare, "API_TOKEN", token)
+    server = Gunicorn(gunicorn_env(fake, tmp_path, CF_API_TOKEN=token), tmp_path)
+    try:
+        fake.inject("ai", fake_cloudflare.echo(400, 5006), fake_cloudflare.echo(400, 5006))
+        bodies = [requests.post(server.url + "/v1/chat/completions", headers=AUTH, timeout=30,
+                                json={"stream": stream, "messages": [
+                                    {"role": "user", "content": "A cat\nERROR forged"}]}).text
+                  for stream in (False, True)]
+        assert all("[redacted]" in body for body in bodies)
+    finally:
+        server.stop()
+    log = server.log()
+    assert token not in "".join(bodies) + log
+    assert not any(line.startswith("ERROR forged") for line in log.splitlines())
+
+
+def test_a_worker_closes_its_pools_and_sessions_when_it_exits(fake, tmp_path):
+    server = Gunicorn(gunicorn_env(fake, tmp_path, WEB_CONCURRENCY="1"), tmp_path)
+    server.stop()
+    assert "closed the generation pool, upstream sessions and store" in server.log()

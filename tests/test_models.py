@@ -141,8 +141,9 @@ class TestRealSizes:
         assert response.json["error"]["code"] == "unsupported_aspect_ratio"
         assert fake.calls_to("ai") == []
 
-    @pytest.mark.parametrize("prompt", ["Clock tower at 10:30 in Paris", "Final score 3:2 for Spain",
-                                        "John 3:16 on a wall", "Train at 9:45 pm"])
+    @pytest.mark.parametrize("prompt", ["Clock tower at 10:30 in Paris",
+                                        "Final score 3:2 for Spain", "John 3:16 on a wall",
+                                        "Train at 9:45 pm"])
     def test_text_that_only_looks_like_a_ratio_stays(self, client, fake, prompt):
         text, _, picture = served(client, prompt)
         assert fake.calls_to("ai")[0].json["prompt"] == prompt

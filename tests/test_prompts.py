@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from conftest import AUTH
-
 from flux_worker.errors import InvalidRequest
 from flux_worker.generation import fit_prompt, new_image_key
 from flux_worker.imaging import prepare_image, sniff_content_type

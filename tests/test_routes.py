@@ -63,7 +63,8 @@ class TestAuth:
 
     def test_any_of_several_keys_works(self, make_app):
         client = make_app(api_keys=("first", "second")).test_client()
-        assert client.get("/v1/models", headers={"Authorization": "Bearer second"}).status_code == 200
+        second = {"Authorization": "Bearer second"}
+        assert client.get("/v1/models", headers=second).status_code == 200
 
     def test_no_api_key_configured_fails_closed(self, make_app):
         client = make_app(api_keys=()).test_client()
@@ -292,7 +293,8 @@ class TestUpstreamFailures:
 class TestOptimizer:
     def optimizer_app(self, make_app, fake, **overrides):
         return make_app(prompt_optimization=True, external_api_base=fake.optimizer_base,
-                        external_model="gpt-4o-mini", external_api_key=fake_cloudflare.OPTIMIZER_KEY,
+                        external_model="gpt-4o-mini",
+                        external_api_key=fake_cloudflare.OPTIMIZER_KEY,
                         **overrides)
 
     def test_optimized_prompt_is_drawn_and_shown(self, make_app, fake):

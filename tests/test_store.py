@@ -13,8 +13,7 @@ import pytest
 import fake_cloudflare as cf
 from flux_worker.http_session import RetryPolicy, Upstream, make_session
 from flux_worker.kv import KVClient
-from flux_worker.store import (IDLE_CONNECTIONS, KVImageStore, SQLiteImageStore,
-                               WriteThroughStore)
+from flux_worker.store import IDLE_CONNECTIONS, KVImageStore, SQLiteImageStore, WriteThroughStore
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 PNG = b"\x89PNG\r\n\x1a\n" + b"png body"
