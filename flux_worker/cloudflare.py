@@ -97,20 +97,34 @@ BY_STATUS: dict[int, Meaning] = {
 }
 
 
+MAX_ERRORS = 5  # envelope errors read; the rest are ignored
+MAX_MESSAGE_CHARS = 300  # of each message, cut after redaction (never through a secret)
+
+
 def envelope_errors(answer: Answer, redact: Callable[[str], str]) -> list[tuple[int | None, str]]:
     """Return the (code, redacted message) pairs of a Cloudflare error envelope, if any."""
     try:
         body = answer.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return []
     errors = body.get("errors") if isinstance(body, dict) else None
     pairs = []
-    for item in errors if isinstance(errors, list) else []:
+    for item in errors[:MAX_ERRORS] if isinstance(errors, list) else []:
         if isinstance(item, dict):
-            code = item.get("code")
-            code = code if isinstance(code, int) and not isinstance(code, bool) else None
-            pairs.append((code, redact(str(item.get("message", ""))[:500])))
+            pairs.append((_code(item.get("code")),
+                          _shorten(redact(str(item.get("message", ""))))))
     return pairs
+
+
+def _code(value: object) -> int | None:
+    """Cloudflare's codes are integers; a numeric string counts too."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
@@ -147,10 +161,15 @@ def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
                       retry_after=retry_after)
 
 
+MAX_RETRY_AFTER = 86400  # a longer wait asked for is passed on as a day
+
+
 def retry_after_seconds(answer: Answer) -> int | None:
     """The whole seconds a Retry-After header asks for, if it gives a number."""
     value = answer.headers.get("Retry-After", "").strip()
-    return int(value) if value.isdigit() and len(value) <= 6 else None
+    if not value.isdigit():
+        return None
+    return MAX_RETRY_AFTER if len(value) > 6 else min(int(value), MAX_RETRY_AFTER)
 
 
 def seconds_until_utc_midnight(now: datetime.datetime | None = None) -> int:

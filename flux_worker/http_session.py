@@ -4,17 +4,21 @@ twice, and one translation of transport faults."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -38,15 +42,79 @@ T = TypeVar("T")
 
 
 class Deadline:
-    """The moment by which a whole call must be done."""
+    """The moment by which a whole call must be done.
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self.seconds = seconds
-        self._clock = clock
-        self._end = clock() + seconds
+    Socket timeouts bound each read, not a call: an upstream sending a header
+    line or a body byte now and then would never trip them. So the deadline
+    also guards the call's socket, shutting it down when the time is up,
+    whatever read is waiting on it.
+    """
+
+    def __init__(self, seconds: float):
+        self._end = time.monotonic() + seconds
+        self._timers: list[threading.Timer] = []
 
     def remaining(self) -> float:
-        return self._end - self._clock()
+        return self._end - time.monotonic()
+
+    @property
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+    def guard(self, sock: socket.socket) -> None:
+        """Shut sock down at the deadline, unless `release` comes first."""
+        timer = threading.Timer(max(0.0, self.remaining()), _shut_down, (sock,))
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
+
+    def release(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for TLS: the blocked read sees the end
+    # of the stream, and the TLS object is left alone for the reading thread.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_current = threading.local()  # the Deadline of the call this thread is making
+
+
+class _GuardedConnection(urllib3.connection.HTTPConnection):
+    """A connection that puts its socket under the current call's deadline
+    just before the answer's status line and headers are read."""
+
+    # The override ignore is urllib3's own: http.client types getresponse differently.
+    def getresponse(self) -> urllib3.response.HTTPResponse:  # type: ignore[override]
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.guard(self.sock)
+        return super().getresponse()
+
+
+class _GuardedTLSConnection(_GuardedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedConnection
+
+
+class _GuardedTLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedTLSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    """requests' adapter, with connections that honour call deadlines."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool,
+                                                   "https": _GuardedTLSPool}
 
 
 @dataclass(frozen=True)
@@ -89,7 +157,7 @@ def make_session(pool_size: int = 10, base_url: str | None = None) -> requests.S
         session.proxies.update(requests.utils.get_environ_proxies(base_url))
         session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
                           or True)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    adapter = _GuardedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -158,31 +226,37 @@ class Upstream:
         """One request and its whole body, within what is left of the deadline."""
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise UpstreamTimeout(f"{self.service} did not answer in time.")
+            raise self._timed_out()
+        _current.deadline = deadline
         try:
             response = self.session.request(
                 method, url, stream=True, timeout=(min(self.connect_timeout, remaining), remaining),
                 **kwargs)
+            try:
+                body = self._read_body(response, deadline)
+            finally:
+                response.close()
         except requests.Timeout as exc:
             if isinstance(exc, requests.ConnectTimeout):
                 raise self._unreachable(exc) from None
-            raise UpstreamTimeout(f"{self.service} did not answer in time.") from None
+            raise self._timed_out() from None
         except requests.RequestException as exc:
+            if deadline.passed:  # the guard shut the socket while headers trickled in
+                raise self._timed_out() from None
             if _never_sent(exc):
                 raise self._unreachable(exc) from None
             log.warning("%s: the connection broke before the answer (%s)", self.service,
                         type(exc).__name__)
             raise UpstreamError(f"{self.service} closed the connection without answering.",
                                 resend=Resend.IF_IDEMPOTENT) from None
-        try:
-            body = self._read_body(response, deadline)
         finally:
-            response.close()
+            _current.deadline = None
+            deadline.release()
         return Answer(response.status_code, response.headers, body)
 
     def _read_body(self, response: requests.Response, deadline: Deadline) -> bytes:
-        """Read the body in pieces, each socket read bounded by the time left,
-        so a trickling or stalled body ends at the deadline."""
+        """Read the body in pieces, each socket read bounded by the time left
+        (and the deadline's guard), so a trickling or stalled body ends there."""
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
             raise self._too_large()
@@ -193,7 +267,7 @@ class Upstream:
             while True:
                 remaining = deadline.remaining()
                 if remaining <= 0:
-                    raise UpstreamTimeout(f"{self.service} did not finish its answer in time.")
+                    raise self._timed_out()
                 connection = raw.connection
                 if connection is not None and connection.sock is not None:
                     connection.sock.settimeout(remaining)
@@ -205,11 +279,16 @@ class Upstream:
                     raise self._too_large()
                 chunks.append(chunk)
         except ReadTimeoutError:
-            raise UpstreamTimeout(f"{self.service} did not finish its answer in time.") from None
+            raise self._timed_out() from None
         except (HTTPError, OSError) as exc:
+            if deadline.passed:
+                raise self._timed_out() from None
             log.warning("%s: the answer was cut off (%s)", self.service, type(exc).__name__)
             raise UpstreamError(f"{self.service} answer was cut off.",
                                 resend=Resend.IF_IDEMPOTENT) from None
+
+    def _timed_out(self) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{self.service} did not answer in time.")
 
     def _unreachable(self, exc: Exception) -> UpstreamError:
         # The exception text may hold the URL (account id); keep it out of logs.

@@ -138,6 +138,8 @@ def _png_complete(data: bytes) -> bool:
         if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
             return False
         if kind == b"IHDR":
+            if expected:  # one header only: Pillow decodes by the first
+                return False
             expected = _png_raw_size(bytes(body))
         elif kind == b"IDAT":
             pending: bytes | memoryview = body
@@ -181,6 +183,8 @@ def _fit(image: Image.Image, fmt: str, width: int, height: int) -> bytes:
         crop_w, crop_h = src_w, max(1, round(src_w * height / width))
     left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
     box = (left, top, left + crop_w, top + crop_h)
+    if image.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits, not clip to white
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     if fmt == "JPEG":
         mode = "RGB"
     elif image.mode in ("L", "RGB", "RGBA"):

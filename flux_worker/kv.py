@@ -51,8 +51,7 @@ class KVClient:
         if answer.status == 404 and cloudflare.is_missing_key(answer, self._upstream.redact):
             return None
         self._check(answer)
-        expiration = answer.headers.get("expiration", "").strip()
-        return KVValue(answer.body, float(expiration) if expiration.isdigit() else None)
+        return KVValue(answer.body, _expiration(answer.headers.get("expiration", "")))
 
     def _check(self, answer: Answer) -> None:
         if answer.status != 200:
@@ -61,3 +60,9 @@ class KVClient:
 
     def close(self) -> None:
         self._upstream.close()
+
+
+def _expiration(value: str) -> float | None:
+    """KV's `expiration` header (unix seconds), when it is a plausible one."""
+    value = value.strip()
+    return float(value) if value.isdigit() and len(value) <= 10 else None

@@ -6,6 +6,7 @@ from .errors import Resend, UpstreamError
 from .http_session import Answer, Upstream
 
 SERVICE = "The prompt optimizer"
+MAX_PROMPT_CHARS = 4000  # of its answer kept: image models take at most 2,048
 
 DEFAULT_SYSTEM_MESSAGE = (
     "You turn a short image request into one prompt for a text-to-image model. "
@@ -58,7 +59,7 @@ class PromptOptimizer:
         # Upstream text: secrets it may echo are redacted, and it becomes one
         # line (it is shown in the reply and logged).
         text = " ".join(self._upstream.redact(text).split()) if isinstance(text, str) else ""
-        text = _unquote(text)
+        text = _unquote(text)[:MAX_PROMPT_CHARS]
         if not text:
             raise UpstreamError(f"{SERVICE} returned an empty prompt.")
         return text

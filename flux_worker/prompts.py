@@ -100,9 +100,9 @@ def housekeeping_reply(prompt: str, messages: list) -> str:
 
 def _conversation_subject(prompt: str, messages: list) -> str:
     # Open WebUI puts the chat in the task prompt; others send it as messages.
-    history = re.search(r"<chat_history>(.*?)</chat_history>", prompt, re.DOTALL | re.IGNORECASE)
-    if history:
-        for line in history.group(1).splitlines():
+    history = _between(prompt, "<chat_history>", "</chat_history>")
+    if history is not None:
+        for line in history.splitlines():
             if line.strip().upper().startswith("USER:"):
                 return line.split(":", 1)[1]
     for message in messages:
@@ -114,3 +114,15 @@ def _conversation_subject(prompt: str, messages: list) -> str:
             if text.strip() and not is_housekeeping(text):
                 return re.sub(r"\s\d{1,4}:\d{1,4}\s*$", "", text)
     return ""
+
+
+def _between(text: str, opening: str, closing: str) -> str | None:
+    """The text between the first opening tag and the next closing one (any case).
+
+    str.find rather than a lazy regex, which takes quadratic time on text
+    full of opening tags.
+    """
+    lowered = text.lower()
+    start = lowered.find(opening)
+    end = lowered.find(closing, start + len(opening)) if start >= 0 else -1
+    return text[start + len(opening):end] if end >= 0 else None

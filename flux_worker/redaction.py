@@ -36,7 +36,9 @@ class Redactor:
                 self._secrets.update({secret, quote(secret, safe=""), quote(secret)})
         # Longest first, so a secret that contains another is replaced whole.
         ordered = sorted(self._secrets, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # Case-insensitive: an upstream may echo an id upper-cased.
+        self._pattern = (re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+                         if ordered else None)
 
     def __call__(self, text: str) -> str:
         """Return text with secrets replaced and lone surrogates repaired."""

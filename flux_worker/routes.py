@@ -69,8 +69,7 @@ def read_json() -> object:
     :raises RequestEntityTooLarge: for a body over the limit, chunked or not.
     """
     data = request.get_data(cache=True)
-    # werkzeug stops reading a chunked body at the limit without a word.
-    if request.content_length is None and len(data) >= services().settings.max_body_bytes:
+    if len(data) > services().settings.max_body_bytes:  # chunked or not (see create_app)
         raise RequestEntityTooLarge()
     if not data.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -144,8 +143,9 @@ def get_image(key: str):
         raise NotFound("No image with that key; it may have expired.")
     response = Response(image.data, mimetype=image.content_type)
     # Caches keep it for the time it has left, not for the whole lifetime.
-    expires_at = image.expires_at or time.time() + services().settings.image_expiration
-    seconds_left = max(0, int(expires_at - time.time()))
+    now, lifetime = time.time(), services().settings.image_expiration
+    expires_at = min(image.expires_at or now + lifetime, now + lifetime)
+    seconds_left = max(0, int(expires_at - now))
     response.headers["Cache-Control"] = f"public, max-age={seconds_left}, immutable"
     response.headers["Expires"] = formatdate(expires_at, usegmt=True)
     response.set_etag(key)  # the key names these bytes for good

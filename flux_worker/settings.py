@@ -12,6 +12,7 @@ from typing import NoReturn, overload
 from urllib.parse import urlsplit
 
 from .models import REGISTRY
+from .redaction import Redactor
 
 DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
@@ -129,10 +130,18 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for scrubbing them out of logs."""
+        urls = (self.rate_limit_storage_uri, self.cf_api_base, self.external_api_base,
+                self.public_base_url)
         values = (*self.api_keys, self.cf_api_token, self.external_api_key,
                   self.cf_account_id, self.cf_kv_namespace_id,
-                  urlsplit(self.rate_limit_storage_uri).password or "")
+                  *(urlsplit(url).password or "" for url in urls))
         return tuple(value for value in values if value)
+
+    def __repr__(self) -> str:
+        """The fields, secrets left out and any secret a URL holds redacted."""
+        shown = ", ".join(f"{item.name}={getattr(self, item.name)!r}"
+                          for item in dataclasses.fields(self) if item.repr)
+        return Redactor(self.secrets)(f"Settings({shown})")
 
     def replace(self, **changes) -> Settings:
         """Return a copy with some fields changed (handy in tests)."""
@@ -155,7 +164,8 @@ class Settings:
             cf_api_base=reader.url("CF_API_BASE", DEFAULT_CF_API_BASE),
             cf_kv_namespace_id=reader.text("CF_KV_NAMESPACE_ID"),
             image_store_path=reader.text("IMAGE_STORE_PATH", "data/images.sqlite3"),
-            image_expiration=reader.integer("IMAGE_EXPIRATION", 1800, minimum=1),
+            image_expiration=reader.integer("IMAGE_EXPIRATION", 1800, minimum=1,
+                                            maximum=365 * 86400),
             flux_model=_model_id(reader.text("FLUX_MODEL", DEFAULT_FLUX_MODEL), "FLUX_MODEL"),
             image_models=tuple(_model_id(name, "IMAGE_MODELS")
                                for name in reader.csv("IMAGE_MODELS")),
@@ -167,10 +177,10 @@ class Settings:
             system_message=reader.text("SYSTEM_MESSAGE"),
             public_base_url=reader.url("PUBLIC_BASE_URL", ""),
             response_language=reader.choice("RESPONSE_LANGUAGE", "en", LANGUAGES),
-            upstream_timeout_seconds=reader.number("UPSTREAM_TIMEOUT_SECONDS", 120.0),
-            optimizer_timeout_seconds=reader.number("OPTIMIZER_TIMEOUT_SECONDS", 20.0),
-            retry_backoff_seconds=reader.number("RETRY_BACKOFF_SECONDS", 0.5),
-            sse_keepalive_seconds=reader.number("SSE_KEEPALIVE_SECONDS", 10.0),
+            upstream_timeout_seconds=reader.number("UPSTREAM_TIMEOUT_SECONDS", 120.0, 3600),
+            optimizer_timeout_seconds=reader.number("OPTIMIZER_TIMEOUT_SECONDS", 20.0, 600),
+            retry_backoff_seconds=reader.number("RETRY_BACKOFF_SECONDS", 0.5, 60),
+            sse_keepalive_seconds=reader.number("SSE_KEEPALIVE_SECONDS", 10.0, 300),
             max_concurrent_generations=reader.integer(
                 "MAX_CONCURRENT_GENERATIONS", 128, minimum=1, maximum=4096
             ),
@@ -267,6 +277,13 @@ class _EnvReader:
             return default
         if not value.startswith(("http://", "https://")):
             raise ConfigError(f"{name} must start with http:// or https:// (got {value!r})")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (parsing the port is the check)
+        except ValueError:
+            raise ConfigError(f"{name} is not a valid URL (got {value!r})") from None
+        if not parts.hostname:
+            raise ConfigError(f"{name} has no host name (got {value!r})")
         return value.rstrip("/")
 
     @overload
@@ -301,7 +318,7 @@ class _EnvReader:
             raise ConfigError(f"{name} must be at most {maximum} (got {number})")
         return number
 
-    def number(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float, maximum: float) -> float:
         value = self._raw(name)
         if value is None:
             return default
@@ -311,6 +328,8 @@ class _EnvReader:
             raise ConfigError(f"{name} must be a number of seconds (got {value!r})") from None
         if not number > 0 or number == float("inf"):
             raise ConfigError(f"{name} must be greater than 0 (got {value!r})")
+        if number > maximum:
+            raise ConfigError(f"{name} must be at most {maximum:g} (got {value!r})")
         return number
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
@@ -80,9 +81,12 @@ def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
             raise InvalidRequest(f"--ar expects a ratio like 16:9, got {match.group(1)!r}",
                                  param=param, code="invalid_aspect_ratio")
         return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
+    # Past this index only spaces and closing punctuation remain (found once:
+    # looking at the rest of the text for every match would be quadratic).
+    tail = len(text.rstrip(string.whitespace + _TRAILING))
     for match in _TOKEN.finditer(text):
         ratio = Ratio(int(match.group(1)), int(match.group(2)))
-        at_end = not text[match.end():].strip().strip(_TRAILING)
+        at_end = match.end() >= tail
         followed_by_space = text[match.end():match.end() + 1].isspace()
         if not (at_end or (followed_by_space and ratio in SEED_SIZES)):
             continue
@@ -101,11 +105,9 @@ def _to_ratio(token: str) -> Ratio | None:
 
 def _looks_like_time(text: str, match: re.Match) -> bool:
     minutes = match.group(2)
-    before = text[:match.start()].split()
-    after = text[match.end():].split()
-    if before and before[-1].lower().rstrip(",") in _CONTEXT_BEFORE:
+    if _word_before(text, match.start()).lower().rstrip(",") in _CONTEXT_BEFORE:
         return True
-    if after and after[0].lower().rstrip(",.") in _CONTEXT_AFTER:
+    if _word_after(text, match.end()).lower().rstrip(",.") in _CONTEXT_AFTER:
         return True
     ratio = Ratio(int(match.group(1)), int(minutes))
     return minutes.startswith("0") or (len(minutes) == 2 and int(match.group(1)) <= 24
@@ -113,14 +115,54 @@ def _looks_like_time(text: str, match: re.Match) -> bool:
                                        and ratio not in SEED_SIZES)
 
 
+_WINDOW = 64  # longer than any context word: look no further (linear time)
+
+
+def _word_before(text: str, index: int) -> str:
+    """The whole word that ends before index (spaces between allowed), or ""."""
+    start = max(0, index - _WINDOW)
+    words = text[start:index].split()
+    if not words or (start and not text[start - 1].isspace() and len(words) == 1
+                     and not text[start].isspace()):
+        return ""  # the window began inside a word longer than any context word
+    return words[-1]
+
+
+def _word_after(text: str, index: int) -> str:
+    """The whole word that starts after index (spaces between allowed), or ""."""
+    end = index + _WINDOW
+    words = text[index:end].split()
+    if not words or (end < len(text) and not text[end].isspace() and len(words) == 1
+                     and not text[end - 1].isspace()):
+        return ""
+    return words[0]
+
+
+_PAIRS = {"(": ")", "[": "]", "（": "）", '"': '"', "'": "'"}
+
+
 def _cut(text: str, start: int, end: int) -> str:
     """Remove text[start:end] and tidy what it leaves: one space where there
-    were two, empty brackets, a dangling comma; line breaks elsewhere stay."""
-    left, right = text[:start].rstrip(" \t"), text[end:].lstrip(" \t")
+    were two, brackets or quotes left empty, a dangling comma; line breaks
+    elsewhere stay. Linear in the text: no regex that could backtrack."""
+    before, after = start, end
+    while True:  # "(16:9)" leaves "()": step over spaces and empty pairs, by index
+        while before and text[before - 1] in " \t":
+            before -= 1
+        while after < len(text) and text[after] in " \t":
+            after += 1
+        if before and after < len(text) and _PAIRS.get(text[before - 1]) == text[after]:
+            before, after = before - 1, after + 1
+        else:
+            break
+    left, right = text[:before], text[after:]
     gap = " " if left and right and not (left.endswith("\n") or right.startswith("\n")) else ""
-    joined = left + gap + right
-    joined = re.sub(r"\s*(\(\s*\)|\[\s*\]|（\s*）|\"\s*\"|'\s*')", "", joined)
-    joined = re.sub(r"[\s,;]+([" + _END_PUNCTUATION + r"…]*)\s*$", r"\1", joined)
+    joined = (left + gap + right).rstrip()
+    # "A cat, 16:9." leaves "A cat, .": drop what dangles before the end punctuation.
+    body = joined.rstrip(_END_PUNCTUATION + "…")
+    core = body.rstrip(" \t\r\n,;")
+    if core != body:
+        joined = core + joined[len(body):]
     return joined.strip()
 
 

@@ -3,6 +3,7 @@ this machine, and Workers KV for every machine when configured."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -123,7 +124,12 @@ class KVImageStore:
 
     def get(self, key: str) -> StoredImage | None:
         value = self._client.get(key)
-        return _stored(value.data, value.expires_at) if value else None
+        if value is None:
+            return None
+        if sniff_content_type(value.data) is None:  # only our images go there
+            log.warning("KV holds something that is not an image under %s; ignored", key)
+            return None
+        return _stored(value.data, value.expires_at)
 
     def close(self) -> None:
         self._client.close()
@@ -146,7 +152,17 @@ class WriteThroughStore:
         self._remote = remote
 
     def put(self, key: str, data: bytes, ttl: int) -> None:
-        self._local.put(key, data, ttl)
+        """Keep the image in both; either one is enough for the link to work.
+
+        :raises FluxWorkerError: only when neither took it.
+        """
+        try:
+            self._local.put(key, data, ttl)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("the embedded store refused image %s (%s); KV must keep it", key,
+                      type(exc).__name__)
+            self._remote.put(key, data, ttl)
+            return
         try:
             self._remote.put(key, data, ttl)
         except FluxWorkerError as exc:
@@ -159,7 +175,8 @@ class WriteThroughStore:
             return found
         found = self._remote.get(key)
         if found is not None and found.expires_at is not None:
-            self._local.put_until(key, found.data, found.expires_at)
+            with contextlib.suppress(sqlite3.Error, OSError):  # a copy only saves a read
+                self._local.put_until(key, found.data, found.expires_at)
         return found
 
     def close(self) -> None:

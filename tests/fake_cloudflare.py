@@ -36,6 +36,8 @@ Faults are queued per route ("ai", "kv_put", "kv_get", "optimizer") with
 - trickle(bytes_per_second=1.0, total_seconds=30): the real answer's status and
   headers (true Content-Length), then its body a byte at a time; gives up after
   total_seconds or when the client goes away.
+- trickle_headers(seconds_per_line=0.2): a status line, then header lines that
+  never end, one at a time (no socket read timeout ever fires).
 - stall_after_headers(seconds=30): the real answer's headers and first few
   body bytes, then nothing for ``seconds``, then close.
 - html_error(status=502): a text/html error page from Cloudflare's edge
@@ -162,6 +164,13 @@ def trickle(bytes_per_second: float = 1.0, total_seconds: float = 30.0) -> Fault
     connection, body unfinished, after ``total_seconds`` or when the client goes."""
     assert bytes_per_second > 0, bytes_per_second
     return Fault("trickle", rate=bytes_per_second, seconds=total_seconds)
+
+
+def trickle_headers(seconds_per_line: float = 0.2, total_seconds: float = 30.0) -> Fault:
+    """A status line, then one harmless header line every ``seconds_per_line``,
+    never ending the head; closes after ``total_seconds`` or when the client goes.
+    Socket read timeouts never fire on it: only a deadline for the whole call does."""
+    return Fault("trickle_headers", rate=1.0 / seconds_per_line, seconds=total_seconds)
 
 
 def stall_after_headers(seconds: float = 30.0, first_bytes: int = 8) -> Fault:
@@ -696,6 +705,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, envelope({"image": base64.b64encode(b"hello").decode()}))
         elif fault.kind in ("trickle", "stall"):
             self._slowly(fault, self._capture(handler))
+        elif fault.kind == "trickle_headers":
+            self._trickle_head(fault)
         elif fault.kind == "echo":
             self._echo(fault, call)
         elif fault.kind == "image":
@@ -734,6 +745,18 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         if sent < len(body):
             self.close_connection = True
+
+    def _trickle_head(self, fault: Fault) -> None:
+        deadline = time.monotonic() + fault.seconds
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            line = 0
+            while self._idle(1.0 / fault.rate, deadline):
+                line += 1
+                self.wfile.write(f"X-Slow-{line}: still coming\r\n".encode())
+        except OSError:  # the client went away
+            pass
+        self.close_connection = True
 
     def _echo(self, fault: Fault, call: Call) -> None:
         authorization = self.headers.get("Authorization")

@@ -550,7 +550,7 @@ class TestEnvelopeErrors:
 
     @pytest.mark.parametrize("value, expected", [("12", 12), (" 5 ", 5), ("", None),
                                                  ("Wed, 21 Oct 2015 07:28:00 GMT", None),
-                                                 ("9" * 40, None)])
+                                                 ("9" * 40, 86400), ("100000", 86400)])
     def test_retry_after_seconds(self, value, expected):
         headers = {"Retry-After": value} if value else {}
         assert cloudflare.retry_after_seconds(answer(429, {}, headers)) == expected

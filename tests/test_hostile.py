@@ -21,7 +21,7 @@ import fake_cloudflare as cf
 import hostile_images as hostile
 from conftest import API_KEY, AUTH, parse_sse
 from flux_worker import cloudflare
-from test_routes import CAT, assert_error
+from test_routes import CAT, assert_error, fetch_image, image_url
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = {**CAT, "stream": True}
@@ -161,12 +161,15 @@ class TestHostileImages:
         hostile.gif(1024, 1024),
         hostile.not_an_image(),
     ], ids=["header-20000", "bomb-12000", "jpeg-third", "jpeg-no-eoi", "png-cut", "gif", "text"])
-    @pytest.mark.parametrize("body", [CAT, STREAM], ids=["json", "stream"])
-    def test_is_a_502_and_never_a_link(self, app, fake, data, body):
+    @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+    def test_is_a_502_and_never_a_link(self, app, fake, data, stream):
+        """1:1, the size flux-1-schnell makes: bytes that already claim the right
+        size must still be decoded whole."""
         fake.inject("ai", cf.image_answer(data))
+        body = {"stream": stream, "messages": [{"role": "user", "content": "A cute cat"}]}
         response = app.test_client().post("/v1/chat/completions", headers=AUTH, json=body)
         text = response.get_data(as_text=True)
-        if body is CAT:
+        if not stream:
             assert_error(response, 502, "upstream_error", retry="true")
         else:
             events, _ = parse_sse(text)
@@ -366,3 +369,114 @@ def test_lower_rooms_never_import_the_web_framework_or_the_package_root(module):
             local = name.lstrip(".")
             if name.startswith(".") and local and local not in seen:
                 pending.append(local)
+
+
+def finishes(call, seconds: float = 10.0):
+    """Run call on a thread; fail (rather than hang the suite) if it never ends."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, f"still running after {seconds} s"
+    return result[0]
+
+
+class TestFoundInReview:
+    """What an independent hostile review broke, each kept broken-proof."""
+
+    @pytest.mark.parametrize("prompt", [
+        "a cat 16:9 b" + " " * 200_000 + "x",
+        "at 16:9 " * 100_000 + "x",
+        "(" * 200_000 + "16:9" + ")" * 200_000,
+        "### Task: title\n" + "<chat_history>" * 60_000,
+    ], ids=["spaces", "times", "brackets", "chat-history-tags"])
+    @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/images/generations"])
+    def test_prompt_parsing_is_linear(self, client, prompt, path):
+        body = ({"prompt": prompt} if "images" in path
+                else {"messages": [{"role": "user", "content": prompt}]})
+        response = finishes(lambda: client.post(path, headers=AUTH, json=body))
+        assert response.status_code in (200, 400)
+
+    def test_a_secret_across_the_message_cut_is_still_redacted(self, secret_app, fake):
+        message = "x" * 290 + SECRET_TOKEN + " and " + SECRET_ACCOUNT.upper()
+        fake.inject("ai", cf.status(400, [(5006, message)]))
+        response = secret_app.test_client().post("/v1/chat/completions", headers=AUTH, json=CAT)
+        text = response.get_data(as_text=True)
+        assert SECRET_TOKEN[:12] not in text and SECRET_ACCOUNT.upper() not in text
+
+    def test_upstream_text_is_bounded(self, client, fake):
+        fake.inject("ai", cf.status(400, [(5006, "y" * 500)] * 20_000))
+        response = client.post("/v1/chat/completions", headers=AUTH, json=CAT)
+        assert_error(response, 400, "upstream_validation_error")
+        assert len(response.json["error"]["message"]) < 2000
+
+    def test_an_optimizer_answer_is_bounded(self, make_app, fake):
+        fake.optimizer_reply = "{prompt} " + "very " * 200_000
+        client = make_app(prompt_optimization=True, external_api_base=fake.optimizer_base,
+                          external_model="m", external_api_key=cf.OPTIMIZER_KEY).test_client()
+        response = client.post("/v1/chat/completions", headers=AUTH, json=CAT)
+        assert response.status_code == 200 and len(response.get_data()) < 10_000
+
+    def test_header_lines_that_never_end_are_a_504_at_the_deadline(self, make_app, fake):
+        client = make_app(upstream_timeout_seconds=0.5).test_client()
+        fake.inject("ai", cf.trickle_headers(seconds_per_line=0.1))
+        response = finishes(lambda: client.post("/v1/chat/completions", headers=AUTH, json=CAT))
+        assert_error(response, 504, "upstream_timeout", retry="true")
+
+    def test_a_deeply_nested_error_envelope_is_no_500(self, client, fake):
+        nested = '{"errors": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        fake.inject("ai", cf.status(400, body=nested))
+        assert_error(client.post("/v1/chat/completions", headers=AUTH, json=CAT), 400)
+
+    def test_a_daily_allowance_code_written_as_a_string_still_counts(self, client, fake):
+        fake.inject("ai", *[cf.status(429, [("3036", "daily allocation used")])] * 4)
+        response = client.post("/v1/chat/completions", headers=AUTH, json=CAT)
+        assert_error(response, 429, "insufficient_quota", retry="false")
+        assert len(fake.calls_to("ai")) == 1
+
+    @pytest.mark.parametrize("expiration", ["9" * 400, "99999999999999", "soon"])
+    def test_a_wild_kv_expiration_header_is_no_500(self, make_app, fake, tmp_path, expiration):
+        writer = make_app(cf_kv_namespace_id=cf.NAMESPACE_ID).test_client()
+        url = image_url(writer.post("/v1/chat/completions", headers=AUTH, json=CAT).json[
+            "choices"][0]["message"]["content"])
+        reader = make_app(cf_kv_namespace_id=cf.NAMESPACE_ID,
+                          image_store_path=str(tmp_path / "other.sqlite3")).test_client()
+        image = fake.kv_value(url.rsplit("/", 1)[1])
+        for _ in range(2):  # the first read keeps a copy; the second serves it
+            fake.inject("kv_get", cf.status(200, body=image, headers={"expiration": expiration}))
+            response = fetch_image(reader, url)
+            assert response.status_code == 200
+            max_age = int(re.search(r"max-age=(\d+)", response.headers["Cache-Control"])[1])
+            assert max_age <= 1800
+
+    def test_kv_bytes_that_are_no_image_are_not_served(self, make_app, fake):
+        client = make_app(cf_kv_namespace_id=cf.NAMESPACE_ID).test_client()
+        fake.inject("kv_get", cf.status(200, body="<html><script>x</script></html>"))
+        assert_error(client.get("/image/" + "Q" * 22), 404, "not_found")
+
+    def test_a_full_disk_here_still_keeps_the_paid_image_in_kv(self, make_app, fake, monkeypatch,
+                                                              tmp_path):
+        from flux_worker.store import SQLiteImageStore
+
+        client = make_app(cf_kv_namespace_id=cf.NAMESPACE_ID).test_client()
+
+        def full(*args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(SQLiteImageStore, "put", full)
+        response = client.post("/v1/chat/completions", headers=AUTH, json=CAT)
+        url = image_url(response.json["choices"][0]["message"]["content"])
+        assert fake.kv_value(url.rsplit("/", 1)[1]) is not None
+        assert fetch_image(client, url).status_code == 200
+
+    @pytest.mark.parametrize("size, status", [(1024 * 1024, 400), (1024 * 1024 + 1, 413)])
+    def test_chunked_and_sized_bodies_meet_the_same_limit(self, app, client, size, status):
+        data = b" " * size  # whitespace: not JSON, so at most a 400
+        assert client.post("/v1/chat/completions", headers=AUTH, data=data,
+                           content_type="application/json").status_code == status
+        environ = EnvironBuilder(method="POST", path="/v1/chat/completions", headers=AUTH,
+                                 content_type="application/json").get_environ()
+        environ.pop("CONTENT_LENGTH", None)
+        environ.update({"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True})
+        _, chunked_status, _ = run_wsgi_app(app.wsgi_app, environ, buffered=True)
+        assert chunked_status.startswith(str(status))

@@ -224,6 +224,20 @@ class TestDeadline:
         assert time.monotonic() - started < 5
         assert excinfo.value.status == 504 and len(fake.calls_to("kv_get")) == 1
 
+    @pytest.mark.parametrize("method, route", [("GET", "kv_get"), ("POST", "ai")])
+    def test_trickling_headers_end_at_the_deadline(self, fake, session, method, route):
+        fake.inject(route, cf.trickle_headers(seconds_per_line=0.1, total_seconds=30))
+        url = (self.kv_url(fake) if route == "kv_get"
+               else f"{fake.api_base}/accounts/{cf.ACCOUNT_ID}/ai/run/@cf/x")
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            upstream(session, timeout=0.5).call(
+                method, url, accept, idempotent=True, json={},
+                headers={"Authorization": f"Bearer {cf.API_TOKEN}"})
+        # A header line every 0.1 s resets every socket timeout; 30 s of them would come.
+        assert time.monotonic() - started < 5
+        assert len(fake.calls_to(route)) == 1
+
     def test_a_stall_after_the_headers_is_a_timeout_not_a_broken_answer(self, fake, session):
         self.put_value(fake, session)
         fake.inject("kv_get", cf.stall_after_headers(seconds=30))

@@ -231,3 +231,21 @@ class TestFitting:
         # The hostile PNG is valid: only its size makes it a bomb.
         image = decoded(prepare_image(hostile.png_bomb(2000, 1000), 1000, 1000))
         assert image.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
+class TestFoundInReview:
+    def test_a_second_png_header_after_the_data_is_refused(self):
+        import struct
+        import zlib
+        data = hostile.complete_image(256, 256, "PNG")
+        iend = data.rindex(b"IEND") - 4
+        body = struct.pack(">IIBBBBB", 256, 64, 8, 2, 0, 0, 0)
+        second = (struct.pack(">I", len(body)) + b"IHDR" + body
+                  + struct.pack(">I", zlib.crc32(b"IHDR" + body)))
+        refused(data[:iend] + second + data[iend:], 256, 256)
+
+    def test_sixteen_bit_grey_is_scaled_not_clipped_when_fitted(self):
+        out = io.BytesIO()
+        Image.new("I;16", (64, 64), 30000).save(out, "PNG")
+        fitted = decoded(prepare_image(out.getvalue(), 64, 32))
+        assert fitted.size == (64, 32) and fitted.getextrema()[0] in (116, 117, 118)

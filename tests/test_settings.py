@@ -74,6 +74,14 @@ def test_fractional_keepalive_is_accepted():
     ({"UPSTREAM_TIMEOUT_SECONDS": "0"}, "UPSTREAM_TIMEOUT_SECONDS"),
     ({"FLUX_MODEL": "@cf/nope/flux-9"}, "FLUX_MODEL"),
     ({"IMAGE_MODELS": "flux-2-dev, dall-e-3"}, "IMAGE_MODELS"),
+    ({"CF_API_BASE": "http://[::1"}, "CF_API_BASE"),
+    ({"EXTERNAL_API_BASE": "https://host:99999/v1"}, "EXTERNAL_API_BASE"),
+    ({"PUBLIC_BASE_URL": "https://"}, "PUBLIC_BASE_URL"),
+    ({"IMAGE_EXPIRATION": str(10**12)}, "IMAGE_EXPIRATION"),
+    ({"UPSTREAM_TIMEOUT_SECONDS": "1e300"}, "UPSTREAM_TIMEOUT_SECONDS"),
+    ({"SSE_KEEPALIVE_SECONDS": "1e300"}, "SSE_KEEPALIVE_SECONDS"),
+    ({"OPTIMIZER_TIMEOUT_SECONDS": "100000"}, "OPTIMIZER_TIMEOUT_SECONDS"),
+    ({"RETRY_BACKOFF_SECONDS": "1e9"}, "RETRY_BACKOFF_SECONDS"),
 ])
 def test_invalid_values_name_the_variable(env, named):
     with pytest.raises(ConfigError, match=named):
@@ -182,3 +190,9 @@ def test_dotenv_fills_only_what_the_environment_lacks(tmp_path, monkeypatch):
         assert os.environ["FLUX_TEST_BOTH"] == "real"
     finally:
         os.environ.pop("FLUX_TEST_FROM_FILE", None)
+
+
+def test_a_password_in_a_url_is_a_secret_and_never_shown():
+    s = Settings(external_api_base="https://user:pa55-word@llm.test/v1")
+    assert "pa55-word" in s.secrets
+    assert "pa55-word" not in repr(s) and "llm.test" in repr(s)
