@@ -37,7 +37,8 @@ import fake_cloudflare  # noqa: E402
 from harness import API_KEY, Gunicorn, gunicorn_env  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-PROMPT = {"messages": [{"role": "user", "content": "A lighthouse on a cliff at dusk"}]}
+SUBJECT = "A lighthouse on a cliff at dusk"
+PROMPT = {"messages": [{"role": "user", "content": SUBJECT}]}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -52,7 +53,7 @@ def bare_upstream(api_base: str, session: requests.Session) -> float:
     account = f"{api_base}/accounts/{fake_cloudflare.ACCOUNT_ID}"
     headers = {"Authorization": f"Bearer {fake_cloudflare.API_TOKEN}"}
     answer = session.post(f"{account}/ai/run/@cf/black-forest-labs/flux-1-schnell",
-                          json={"prompt": PROMPT["messages"][0]["content"], "steps": 4},
+                          json={"prompt": SUBJECT, "steps": 4},
                           headers=headers, timeout=60)
     data = base64.b64decode(answer.json()["result"]["image"])
     session.put(f"{account}/storage/kv/namespaces/{fake_cloudflare.NAMESPACE_ID}/values/bench-"
@@ -133,7 +134,11 @@ def main() -> None:
     parser.add_argument("--image-bytes", type=int, default=1024 * 1024, help="size of each image")
     parser.add_argument("--samples", type=int, default=30, help="requests at concurrency 1")
     parser.add_argument("--concurrency", default="16,64,128")
+    parser.add_argument("--ratio", default="",
+                        help="aspect ratio at the end of the prompt, e.g. 16:9 (a crop per image)")
     args = parser.parse_args()
+    if args.ratio:
+        PROMPT["messages"][0]["content"] = f"{SUBJECT} {args.ratio}"
     latency = args.latency
 
     fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_server.py"),
@@ -150,6 +155,7 @@ def main() -> None:
             env[name] = os.environ[name]
     server = Gunicorn(env, tmp)
     report: dict = {"date": time.strftime("%Y-%m-%d"), "latency_s": latency,
+                    "ratio": args.ratio or "1:1",
                     "image_bytes": args.image_bytes, "cpus": os.cpu_count()}
     try:
         session = requests.Session()
@@ -196,7 +202,7 @@ def print_markdown(report: dict) -> None:
     latency_ms = report["latency_s"] * 1000
     bare, service, added = report["bare_upstream_ms"], report["service_c1_ms"], report["added_ms"]
     print(f"\nL = {report['latency_s']} s, images {report['image_bytes']} bytes, "
-          f"{report['cpus']} CPUs, {report['date']}\n")
+          f"ratio {report['ratio']}, {report['cpus']} CPUs, {report['date']}\n")
     print("| concurrency 1 | median ms | p99 ms |\n|---|---|---|")
     print(f"| bare upstream (AI + KV) | {bare['median']:.1f} | {bare['p99']:.1f} |")
     print(f"| service | {service['median']:.1f} | {service['p99']:.1f} |")

@@ -197,9 +197,8 @@ def _fit(image: Image.Image, fmt: str, width: int, height: int) -> bytes:
         fitted = image.crop(box)
     else:
         fitted = image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+    # No optimize=True: it triples the JPEG encoding time for files ~15% smaller.
     options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
-    if fmt == "JPEG":
-        options["optimize"] = True
     out = io.BytesIO()
     fitted.save(out, format=fmt, **options)
     return out.getvalue()
