@@ -88,7 +88,7 @@ def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
     return ChatPlan(chat, model, job=job, reply=reply)
 
 
-class _ReplyProgress(Progress):
+class ReplyProgress(Progress):
     """Writes the reply's pieces after the opening as they become true."""
 
     def __init__(self, plan: ChatPlan, image_base_url: str, emit: Callable[[str], None]):
@@ -119,7 +119,7 @@ def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict
     else:
         assert plan.job is not None and plan.reply is not None
         pieces = [plan.reply.opening()]
-        result = service.start(plan.job, progress=_ReplyProgress(plan, image_base_url,
+        result = service.start(plan.job, progress=ReplyProgress(plan, image_base_url,
                                                                   pieces.append)).result()
         if not result.images:
             raise result.first_error()
@@ -127,7 +127,7 @@ def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict
                                          content="".join(pieces), prompt=plan.chat.prompt)
 
 
-class _StreamProgress(_ReplyProgress):
+class _StreamProgress(ReplyProgress):
     """The reply's pieces as SSE frames, then the stream's end, on every path."""
 
     def __init__(self, plan: ChatPlan, image_base_url: str, channel: sse.EventChannel,

@@ -42,6 +42,7 @@ class Image:
     content_type: str
     width: int
     height: int
+    seed: int | None = None  # the seed the model was given; None when it took none
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,16 @@ class ImageJob:
 
     prompt: str
     model: ImageModel
-    width: int
+    width: int  # the size delivered, exactly
     height: int
     negative_prompt: str = ""
+    seed: int | None = None  # the first image's; None when the model takes none
+    seed_given: bool = False  # the client's: image i gets seed + i, else a fresh random one
+    # What the model is asked to draw, when that differs from the size
+    # delivered (rounded to its step); the image is then fitted to width x height.
+    draw_size: tuple[int, int] | None = None
+    output_format: str | None = None  # "png", "jpeg" or "webp"; None keeps the model's own
+    output_compression: int | None = None  # 0-100, for jpeg and webp
 
 
 def check_optional_types(body: dict, fields: Mapping[str, type | tuple[type, ...]]) -> None:

@@ -17,7 +17,7 @@ from email.utils import formatdate
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import chat, images_api, openai_format, sse
+from . import chat, images_api, openai_format, responses_api, sse
 from .auth import check_api_key
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
@@ -184,3 +184,10 @@ def create_images():
     images_request = images_api.parse_images_request(read_json())
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
     return jsonify(images_api.generate(svc.images, images_request, job, image_base_url()))
+
+
+@api.post("/responses")
+def create_response():
+    """The Responses API (the Vercel AI SDK's default): the chat reply as a Response."""
+    svc = services()
+    return responses_api.respond(svc, read_json(), image_base_url())
