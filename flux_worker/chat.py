@@ -40,6 +40,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     model_name: str | None
+    seed: int | None = None  # checked when planned (--seed in the prompt wins)
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -59,7 +60,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     messages = chat_messages(body.get("messages"))
     return ChatRequest(messages=messages, prompt=last_user_text(messages),
                        stream=bool(body.get("stream")), include_usage=include_usage,
-                       model_name=body.get("model"))
+                       model_name=body.get("model"), seed=body.get("seed"))
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,18 @@ class ChatPlan:
 
 
 def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
-              prompt_model: str | None) -> ChatPlan:
+              prompt_model: str | None, size: str | None = None) -> ChatPlan:
     """Decide what a chat request needs, raising for bad input before any work.
+    `size` is an OpenAI size (the Responses API's image tool has one).
 
     :raises InvalidRequest: for an empty prompt, a prompt over the model's
-        limit, or a ratio the model cannot make.
+        limit, a bad seed, or a size or ratio the model cannot make.
     """
     if is_housekeeping(chat.prompt):
         return ChatPlan(chat, model, text=housekeeping_reply(chat.prompt, chat.messages))
-    job = plan_job(chat.prompt, model, prompt_param="messages")
+    job = plan_job(chat.prompt, model, size=size, seed=chat.seed, prompt_param="messages")
     reply = ReplyText(language, original=chat.prompt, width=job.width, height=job.height,
-                      prompt_model=prompt_model)
+                      prompt_model=prompt_model, drawn=job.draw_size)
     return ChatPlan(chat, model, job=job, reply=reply)
 
 
@@ -106,7 +108,8 @@ class ReplyProgress(Progress):
 
     def finished(self, result: RunResult) -> None:
         if result.images:
-            self.emit(self.reply.result(f"{self.image_base_url}/image/{result.images[0].key}"))
+            image = result.images[0]
+            self.emit(self.reply.result(f"{self.image_base_url}/image/{image.key}", image.seed))
 
 
 def complete(service: ImageService, plan: ChatPlan, image_base_url: str) -> dict:

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                415: "unsupported_media_type"}
 _HTTP_MESSAGES = {
-    404: "No such endpoint. See /v1/models, /v1/chat/completions, /v1/images/generations.",
+    404: "No such endpoint. See /v1/models, /v1/chat/completions, /v1/images/generations, "
+         "/v1/responses.",
     405: "This method is not allowed on this endpoint.",
     413: "The request body is larger than the 1 MiB this service accepts.",
 }

@@ -12,13 +12,15 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
+from .http_session import Answer
 from .imaging import prepare_image
 from .optimizer import PromptOptimizer
-from .planning import ImageJob
+from .planning import ImageJob, image_seeds
 from .store import ImageStore
 from .workers_ai import WorkersAIClient, image_bytes
 
@@ -73,6 +75,9 @@ class Progress:
     def generating(self) -> None:
         """Workers AI has been asked."""
 
+    def image_made(self, image: Image) -> None:
+        """One image is stored (siblings may still be in the works)."""
+
     def finished(self, result: RunResult) -> None:
         """The run is over, on every path; capacity is already released."""
 
@@ -114,6 +119,9 @@ class ImageService:
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent,
                                        thread_name_prefix="generation")
         self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+        # Models that refused a seed at run time (flux-1-schnell's schema
+        # does not list the seed its docs show): sent none from then on.
+        self.seedless_models: set[str] = set()
 
     @property
     def prompt_model(self) -> str | None:
@@ -124,7 +132,6 @@ class ImageService:
         """Reserve capacity for `count` images of a job and start making them.
 
         :raises NotConfigured: when Workers AI credentials are missing.
-        :raises InvalidRequest: when more images are asked than the cap holds.
         :raises RateLimited: when this process is at its cap.
         """
         return GenerationRun(self, job, count, progress or Progress())
@@ -139,29 +146,52 @@ class ImageService:
             log.warning("prompt optimization failed, using the original prompt: %s", exc.message)
             return OptimizedPrompt(prompt, failed=True)
 
-    def make_image(self, job: ImageJob, timings: dict[str, float]) -> Image:
+    def make_image(self, job: ImageJob, seed: int, timings: dict[str, float]) -> Image:
         """Generate, verify and fit, then store one image.
 
         :raises FluxWorkerError: when it cannot be made; once made, it is kept.
         """
-        assert self.workers_ai is not None  # checked when the run started
         started = time.monotonic()
-        inputs = job.model.inputs(fit_prompt(job.prompt, job.model.max_prompt_chars),
-                                  job.width, job.height, negative_prompt=job.negative_prompt)
-        answer = self.workers_ai.generate(job.model, inputs)
+        answer, sent_seed = self._draw(job, seed)
         timings["generate_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
         with self._decode_slots:
-            prepared = prepare_image(image_bytes(answer, job.model), job.width, job.height)
+            prepared = prepare_image(image_bytes(answer, job.model), job.width, job.height,
+                                     output_format=job.output_format,
+                                     quality=job.output_compression)
         del answer  # the raw body can go before the store call
         timings["decode_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
         key = new_image_key()
         self.store.put(key, prepared.data, self.expiration)
         timings["store_ms"] = (time.monotonic() - started) * 1000
-        log.info("image generated key=%s model=%s size=%dx%d %s", key, job.model.id, job.width,
-                 job.height, " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
-        return Image(key, prepared.data, prepared.content_type, job.width, job.height)
+        log.info("image generated key=%s model=%s size=%dx%d seed=%s %s", key, job.model.id,
+                 job.width, job.height, sent_seed,
+                 " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
+        return Image(key, prepared.data, prepared.content_type, job.width, job.height, sent_seed)
+
+    def _draw(self, job: ImageJob, seed: int) -> tuple[Answer, int | None]:
+        """Ask Workers AI for the picture; return its answer and the seed it took.
+
+        :raises FluxWorkerError: as the client raises it.
+        """
+        assert self.workers_ai is not None  # checked when the run started
+        model = job.model
+        width, height = job.draw_size or (job.width, job.height)
+        sent_seed = seed if model.seed_field and model.id not in self.seedless_models else None
+        inputs = model.inputs(fit_prompt(job.prompt, model.max_prompt_chars), width, height,
+                              negative_prompt=job.negative_prompt, seed=sent_seed)
+        try:
+            return self.workers_ai.generate(model, inputs), sent_seed
+        except InvalidRequest as exc:
+            if sent_seed is None or not _refuses_seed(exc):
+                raise
+            # A refused call makes nothing and costs nothing: ask again without it.
+            log.warning("%s refused a seed (%s); sending it none from now on", model.id,
+                        exc.message)
+            self.seedless_models.add(model.id)
+            inputs.pop(model.seed_field or "seed", None)
+            return self.workers_ai.generate(model, inputs), None
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=False)
@@ -170,25 +200,25 @@ class ImageService:
 class GenerationRun:
     """One request's generations, from reserved capacity to stored images.
 
-    The only owner of its capacity: it reserves every slot when created (or
+    The only owner of its capacity: it reserves its slots when created (or
     raises before anything started) and releases them exactly once, when its
-    work ends on whatever path. Each upstream call inside is bounded by its
-    own deadline, so a run always ends.
+    work ends on whatever path. A run of more images than the cap makes them
+    that many at a time. Each upstream call inside is bounded by its own
+    deadline, so a run always ends.
     """
 
     def __init__(self, service: ImageService, job: ImageJob, count: int, progress: Progress):
         if service.workers_ai is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
-        if count > service.capacity.limit:  # would never fit: retrying cannot help
-            raise InvalidRequest(f"This server makes at most {service.capacity.limit} images at "
-                                 "once; ask for fewer.", param="n")
-        if not service.capacity.try_acquire(count):
+        slots = min(count, service.capacity.limit)
+        if not service.capacity.try_acquire(slots):
             raise RateLimited("This server is busy with other images; try again in a few "
                               "seconds.", retry_after=5)
         self._service = service
         self._job = job
         self._count = count
+        self._slots = slots
         self._progress = progress
         self._released = False
         try:
@@ -220,25 +250,49 @@ class GenerationRun:
         self._progress.optimized(optimized)
         self._progress.generating()
         job = dataclasses.replace(job, prompt=optimized.text)
-        siblings = [service.pool.submit(contextvars.copy_context().run, self._attempt, job,
-                                        optimize_ms) for _ in range(self._count - 1)]
-        outcomes = [self._attempt(job, optimize_ms)] + [sibling.result() for sibling in siblings]
-        images = [o for o in outcomes if isinstance(o, Image)]
-        errors = [o for o in outcomes if isinstance(o, FluxWorkerError)]
+        todo = deque(enumerate(image_seeds(job, self._count)))
+        outcomes: dict[int, Image | FluxWorkerError] = {}
+
+        def work() -> None:  # each of the run's slots takes images until none is left
+            while todo:
+                try:
+                    index, seed = todo.popleft()
+                except IndexError:  # another slot took the last one
+                    return
+                outcomes[index] = self._attempt(job, seed, optimize_ms)
+
+        helpers = [service.pool.submit(contextvars.copy_context().run, work)
+                   for _ in range(self._slots - 1)]
+        work()
+        for helper in helpers:
+            helper.result()
+        ordered = [outcomes[index] for index in sorted(outcomes)]
+        images = [o for o in ordered if isinstance(o, Image)]
+        errors = [o for o in ordered if isinstance(o, FluxWorkerError)]
         if images and errors:
             log.warning("%d of %d images failed: %s", len(errors), self._count, errors[0].message)
         return RunResult(optimized, images, errors)
 
-    def _attempt(self, job: ImageJob, optimize_ms: float) -> Image | FluxWorkerError:
+    def _attempt(self, job: ImageJob, seed: int, optimize_ms: float) -> Image | FluxWorkerError:
         try:
-            return self._service.make_image(job, {"optimize_ms": optimize_ms})
+            image = self._service.make_image(job, seed, {"optimize_ms": optimize_ms})
         except Exception as exc:  # one failure must not discard paid-for siblings
             return _as_error(exc)
+        try:
+            self._progress.image_made(image)
+        except Exception:  # showing it failed; the image is still the client's
+            log.exception("progress report failed")
+        return image
 
     def _release(self) -> None:
         if not self._released:
             self._released = True
-            self._service.capacity.release(self._count)
+            self._service.capacity.release(self._slots)
+
+
+def _refuses_seed(exc: InvalidRequest) -> bool:
+    """Whether Workers AI's validation error is about the seed field."""
+    return exc.code == "upstream_validation_error" and "seed" in exc.message.lower()
 
 
 def _as_error(exc: Exception) -> FluxWorkerError:

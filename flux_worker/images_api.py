@@ -1,19 +1,42 @@
-"""The OpenAI Images API: `POST /v1/images/generations`."""
+"""The OpenAI Images API: `POST /v1/images/generations`, as JSON or streamed.
+
+The GPT-image fields are accepted as those clients send them; what our models
+cannot do (transparency, quality levels, partial images) is accepted and
+reported as what was made.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import openai_format
-from .errors import InvalidRequest
-from .generation import ImageService
+from . import openai_format, sse
+from .errors import InvalidRequest, error_body
+from .generation import Image, ImageService, Progress, RunResult
 from .models import ImageModel
-from .planning import INTEGER, STRING, ImageJob, check_optional_types, plan_job
+from .planning import BOOLEAN, INTEGER, STRING, ImageJob, check_optional_types, plan_job
 
-MAX_IMAGES = 4
-_OPTIONAL_FIELDS = {"model": STRING, "size": STRING, "quality": STRING, "style": STRING,
-                    "user": STRING, "response_format": STRING, "n": INTEGER}
+MAX_IMAGES = 10  # OpenAI's own limit for n
+_OPTIONAL_FIELDS = {
+    "model": STRING, "size": STRING, "quality": STRING, "style": STRING, "user": STRING,
+    "response_format": STRING, "n": INTEGER, "output_format": STRING,
+    "output_compression": INTEGER, "background": STRING, "moderation": STRING,
+    "partial_images": INTEGER, "stream": BOOLEAN, "seed": INTEGER, "safety_identifier": STRING,
+}
+# Values OpenAI documents for each field; anything else is a 400 naming it.
+_CHOICES = {
+    "quality": ("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"),
+    "style": ("vivid", "natural"),
+    "background": ("auto", "opaque", "transparent"),
+    "moderation": ("auto", "low"),
+    "output_format": ("png", "jpeg", "webp"),
+    "response_format": ("url", "b64_json"),
+}
+_RANGES = {"n": (1, MAX_IMAGES), "output_compression": (0, 100), "partial_images": (0, 3)}
+_MIME_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +46,11 @@ class ImagesRequest:
     n: int
     size: str | None
     response_format: str
+    output_format: str | None  # None: the model's own format
+    output_compression: int | None
+    quality: str  # as reported back: low, medium or high
+    stream: bool
+    seed: int | None  # an extension: the first image's seed
 
 
 def parse_images_request(body: object) -> ImagesRequest:
@@ -36,26 +64,38 @@ def parse_images_request(body: object) -> ImagesRequest:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("prompt must be a non-empty string.", param="prompt")
     check_optional_types(body, _OPTIONAL_FIELDS)
-    n = body.get("n", 1) if body.get("n") is not None else 1
-    if not 1 <= n <= MAX_IMAGES:
-        raise InvalidRequest(f"n must be between 1 and {MAX_IMAGES}.", param="n")
-    model_name = body.get("model")
-    response_format = body.get("response_format")
-    if response_format is None:
-        # As OpenAI does: gpt-image models answer with base64, DALL-E with URLs.
-        response_format = "b64_json" if (model_name or "").startswith("gpt-image") else "url"
-    if response_format not in ("url", "b64_json"):
-        raise InvalidRequest("response_format must be 'url' or 'b64_json'.",
-                             param="response_format")
-    return ImagesRequest(prompt.strip(), model_name, n, body.get("size"), response_format)
+    for name, allowed in _CHOICES.items():
+        if body.get(name) is not None and body[name] not in allowed:
+            raise InvalidRequest(f"{name} must be one of {', '.join(allowed)}.", param=name)
+    for name, (low, high) in _RANGES.items():
+        if body.get(name) is not None and not low <= body[name] <= high:
+            raise InvalidRequest(f"{name} must be between {low} and {high}.", param=name)
+    model_name = body.get("model") or ""
+    gpt_image = model_name.startswith("gpt-image")
+    stream = bool(body.get("stream"))
+    # As OpenAI does: gpt-image models answer with base64 PNG, DALL-E with
+    # URLs; a stream always carries base64.
+    response_format = body.get("response_format") or ("b64_json" if gpt_image or stream
+                                                      else "url")
+    output_format = body.get("output_format") or ("png" if gpt_image else None)
+    quality = body.get("quality")
+    return ImagesRequest(
+        prompt=prompt.strip(), model_name=model_name or None, n=body.get("n") or 1,
+        size=body.get("size"), response_format="b64_json" if stream else response_format,
+        output_format=output_format, output_compression=body.get("output_compression"),
+        quality=quality if quality in ("low", "medium", "high") else "high", stream=stream,
+        seed=body.get("seed"))
 
 
 def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
-    """Turn the request into one job (run n times).
+    """Turn the request into one job (run n times, one seed each).
 
-    :raises InvalidRequest: for a bad size, or a prompt over the model's limit.
+    :raises InvalidRequest: for a bad size or seed, or a prompt over the model's limit.
     """
-    return plan_job(request.prompt, model, size=request.size, prompt_param="prompt")
+    job = plan_job(request.prompt, model, size=request.size, seed=request.seed,
+                   prompt_param="prompt")
+    return dataclasses.replace(job, output_format=request.output_format,
+                               output_compression=request.output_compression)
 
 
 def generate(service: ImageService, request: ImagesRequest, job: ImageJob,
@@ -79,5 +119,72 @@ def generate(service: ImageService, request: ImagesRequest, job: ImageJob,
             item["b64_json"] = base64.b64encode(image.data).decode("ascii")
         else:
             item["url"] = f"{image_base_url}/image/{image.key}"
+        if image.seed is not None:
+            item["seed"] = image.seed  # an extension; clients ignore unknown fields
         items.append(item)
-    return openai_format.images_response(items)
+    first = result.images[0]
+    # `size` is left out: the published schema allows only three sizes.
+    return {**openai_format.images_response(items), "background": "opaque",
+            "output_format": _format_of(first), "quality": request.quality,
+            "usage": _usage(request.prompt, len(result.images))}
+
+
+class _StreamProgress(Progress):
+    """Sends each image as an `image_generation.completed` event as soon as it
+    is stored, then ends the stream (with an error event if none was made)."""
+
+    def __init__(self, request: ImagesRequest, channel: sse.EventChannel):
+        self.request = request
+        self.channel = channel
+
+    def image_made(self, image: Image) -> None:
+        self.channel.send(_named_event({
+            "type": "image_generation.completed",
+            "b64_json": base64.b64encode(image.data).decode("ascii"),
+            "created_at": int(time.time()), "background": "opaque",
+            "output_format": _format_of(image), "quality": self.request.quality,
+            "size": f"{image.width}x{image.height}",
+            "usage": _usage(self.request.prompt, 1, output_details=False),
+        }))
+
+    def finished(self, result: RunResult) -> None:
+        try:
+            if not result.images:
+                self.channel.send(_named_event({"type": "error",
+                                                **error_body(result.first_error())}))
+        finally:
+            self.channel.close()
+
+
+def stream(service: ImageService, request: ImagesRequest, job: ImageJob,
+           keepalive_seconds: float) -> Iterator[str]:
+    """Start the work and return the SSE frames: keep-alive comments while
+    waiting, one completed event per image. Our models make no partial images,
+    so `partial_images` sends none, as OpenAI allows.
+
+    :raises FluxWorkerError: before any frame, when the work cannot start.
+    """
+    channel = sse.EventChannel()
+    service.start(job, count=request.n, progress=_StreamProgress(request, channel))
+    return channel.frames(keepalive_seconds)
+
+
+def _named_event(payload: dict) -> str:
+    """An SSE event with OpenAI's `event:` line (clients read the JSON `type`)."""
+    return f"event: {payload['type']}\n" + sse.event(payload)
+
+
+def _format_of(image: Image) -> str:
+    return _MIME_FORMATS.get(image.content_type, "png")
+
+
+def _usage(prompt: str, images: int, output_details: bool = True) -> dict:
+    """GPT-image's usage shape. Workers AI bills in neurons, not tokens: the
+    prompt's estimated tokens are the input, and images count as no output."""
+    text_tokens = openai_format.estimate_tokens(prompt)
+    usage = {"input_tokens": text_tokens,
+             "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+             "output_tokens": 0, "total_tokens": text_tokens}
+    if output_details:
+        usage["output_tokens_details"] = {"image_tokens": 0, "text_tokens": 0}
+    return usage

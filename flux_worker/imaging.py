@@ -21,6 +21,9 @@ _SIGNATURES = (
 
 # The formats models send; Pillow is never asked to parse anything else.
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# OpenAI's output_format names -> Pillow's
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+DEFAULT_QUALITY = 92  # JPEG/WEBP quality when re-encoding and the client named none
 
 # Bounds checked on the header, before a single pixel is decoded. The largest
 # output any model makes is 2500x2500 (6.25 Mpx); these leave headroom for a
@@ -64,13 +67,16 @@ def sniff_content_type(data: bytes) -> str | None:
     return None
 
 
-def prepare_image(data: bytes, width: int, height: int) -> PreparedImage:
-    """Return the upstream image, checked, at exactly width x height.
+def prepare_image(data: bytes, width: int, height: int, *, output_format: str | None = None,
+                  quality: int | None = None) -> PreparedImage:
+    """Return the upstream image, checked, at exactly width x height, in the
+    format asked (`png`, `jpeg`, `webp`; None keeps the model's).
 
     The header's size is bounded before decoding, and the image is decoded in
-    full so that a truncated file never gets a link. Already the right size:
-    the original bytes (no re-encode). Otherwise the largest centred crop with
-    the target's ratio, resized, in the original format. Animated or
+    full so that a truncated file never gets a link. Already the right size
+    and format: the original bytes (no re-encode). Otherwise the largest
+    centred crop with the target's ratio, resized only when the crop is not
+    the target size, encoded once (`quality` for JPEG and WEBP). Animated or
     multi-frame images are refused: no model makes them, and the original
     bytes would otherwise be served as an animation.
 
@@ -90,10 +96,12 @@ def prepare_image(data: bytes, width: int, height: int) -> PreparedImage:
                     or src_w * src_h > MAX_PIXELS or not _ends_complete(data, fmt)):
                 raise UpstreamError(NOT_AN_IMAGE)
             image.load()
-            content_type = _CONTENT_TYPES[fmt]
-            if (src_w, src_h) == (width, height):
+            target = OUTPUT_FORMATS[output_format] if output_format else fmt
+            content_type = _CONTENT_TYPES[target]
+            if (src_w, src_h) == (width, height) and target == fmt:
                 return PreparedImage(data, content_type, width, height)
-            return PreparedImage(_fit(image, fmt, width, height), content_type, width, height)
+            fitted = _fit(image, target, width, height, quality or DEFAULT_QUALITY)
+            return PreparedImage(fitted, content_type, width, height)
     except _DECODE_FAILURES as exc:
         raise UpstreamError(NOT_AN_IMAGE) from exc
 
@@ -173,9 +181,9 @@ def _png_raw_size(ihdr: bytes) -> int:
     return total if bits else 0
 
 
-def _fit(image: Image.Image, fmt: str, width: int, height: int) -> bytes:
+def _fit(image: Image.Image, fmt: str, width: int, height: int, quality: int) -> bytes:
     """Crop the largest centred box with the target's ratio, resize it (only
-    when its size differs, so a plain crop keeps every pixel) and re-encode."""
+    when its size differs, so a plain crop keeps every pixel) and encode it."""
     src_w, src_h = image.size
     if src_w * height > width * src_h:
         crop_w, crop_h = max(1, round(src_h * width / height)), src_h
@@ -193,12 +201,14 @@ def _fit(image: Image.Image, fmt: str, width: int, height: int) -> bytes:
         mode = "RGBA" if image.has_transparency_data else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
-    if (crop_w, crop_h) == (width, height):
+    if (crop_w, crop_h) == (src_w, src_h) == (width, height):
+        fitted = image  # only the format changes
+    elif (crop_w, crop_h) == (width, height):
         fitted = image.crop(box)
     else:
         fitted = image.resize((width, height), Image.Resampling.LANCZOS, box=box)
     # No optimize=True: it triples the JPEG encoding time for files ~15% smaller.
-    options = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     out = io.BytesIO()
     fitted.save(out, format=fmt, **options)
     return out.getvalue()

@@ -27,6 +27,8 @@ class ImageModel:
     # a fixed-size output that we crop and resize ourselves.
     size_range: tuple[int, int] | None
     size_step: int = 8
+    # What the model makes when asked for no size: Cloudflare's documented
+    # default, or the fixed output we crop from.
     native_size: tuple[int, int] = (1024, 1024)
     steps_field: str | None = None
     max_steps: int | None = None
@@ -35,6 +37,7 @@ class ImageModel:
     # Optional inputs Cloudflare rejects as empty strings (minLength 1).
     never_empty: tuple[str, ...] = ()
     negative_prompt: bool = False
+    seed_field: str | None = "seed"  # every model documents an integer seed
     created: int = 1700000000  # reported by /v1/models, which requires it
 
     @property
@@ -51,13 +54,21 @@ class ImageModel:
     def max_side(self) -> int:
         return self.size_range[1] if self.size_range else max(self.native_size)
 
+    @property
+    def max_delivered_side(self) -> int:
+        """The longest side an explicit `size` may ask: fixed outputs may be
+        scaled up to twice their native size, no further."""
+        return self.max_side if self.size_range else 2 * max(self.native_size)
+
     def inputs(self, prompt: str, width: int, height: int, steps: int | None = None,
-               negative_prompt: str = "") -> dict[str, object]:
+               negative_prompt: str = "", seed: int | None = None) -> dict[str, object]:
         """Return the input fields this model takes, and no others."""
         fields: dict[str, object] = {"prompt": prompt}
         if self.takes_size:
             fields["width"] = width
             fields["height"] = height
+        if self.seed_field and seed is not None:
+            fields[self.seed_field] = seed
         if self.steps_field:
             chosen = steps if steps is not None else self.default_steps
             if chosen is not None:
@@ -77,6 +88,7 @@ class _Sized(TypedDict):
     output: str
     size_range: tuple[int, int]
     size_step: int
+    native_size: tuple[int, int]
 
 
 class _WithSteps(_Sized):
@@ -86,10 +98,13 @@ class _WithSteps(_Sized):
     never_empty: tuple[str, ...]
 
 
+# SDXL documents no default size: we always send one (1024x1024 unless asked).
 _SDXL_LIKE = _WithSteps(encoding=JSON, output=BINARY, size_range=(256, 2048), size_step=8,
+                        native_size=(1024, 1024),
                         steps_field="num_steps", max_steps=20, negative_prompt=True,
                         never_empty=("negative_prompt",))
-_FLUX2 = _Sized(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16)
+_FLUX2 = _Sized(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16,
+                native_size=(1024, 768))
 
 REGISTRY: dict[str, ImageModel] = {
     model.id: model
@@ -102,7 +117,8 @@ REGISTRY: dict[str, ImageModel] = {
         ImageModel("@cf/black-forest-labs/flux-2-klein-4b", "black-forest-labs", **_FLUX2),
         ImageModel("@cf/black-forest-labs/flux-2-klein-9b", "black-forest-labs", **_FLUX2),
         ImageModel("@cf/leonardo/lucid-origin", "leonardo", JSON, BASE64,
-                   size_range=(256, 2500), size_step=16, steps_field="steps", max_steps=40),
+                   size_range=(256, 2500), size_step=16, native_size=(1120, 1120),
+                   steps_field="steps", max_steps=40),
         ImageModel("@cf/leonardo/phoenix-1.0", "leonardo", JSON, BINARY,
                    size_range=(256, 2048), size_step=16, steps_field="num_steps", max_steps=50,
                    negative_prompt=True, never_empty=("negative_prompt",)),

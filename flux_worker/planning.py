@@ -3,12 +3,13 @@ in one place, before any capacity is taken or any upstream is called."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import InvalidRequest
 from .models import ImageModel
-from .sizes import parse_prompt, ratio_from_size, size_for
+from .sizes import MAX_SEED, check_seed, exact_size, parse_prompt, parse_size, size_for
 
 # Optional OpenAI fields we ignore but still type-check, so a wrong type is a
 # clear 400 rather than silently odd behaviour.
@@ -26,7 +27,7 @@ class ImageJob:
     width: int  # the size delivered, exactly
     height: int
     negative_prompt: str = ""
-    seed: int | None = None  # the first image's; None when the model takes none
+    seed: int | None = None  # the first image's (see image_seeds); plan_job always sets it
     seed_given: bool = False  # the client's: image i gets seed + i, else a fresh random one
     # What the model is asked to draw, when that differs from the size
     # delivered (rounded to its step); the image is then fitted to width x height.
@@ -47,16 +48,20 @@ def check_optional_types(body: dict, fields: Mapping[str, type | tuple[type, ...
             raise InvalidRequest(f"{name} must be {_KINDS.get(expected, 'valid')}.", param=name)
 
 
-def plan_job(prompt: str, model: ImageModel, *, size: str | None = None,
+def plan_job(prompt: str, model: ImageModel, *, size: str | None = None, seed: object = None,
              prompt_param: str = "prompt") -> ImageJob:
-    """Turn a prompt (and an OpenAI `size`, if any) into the job to run.
+    """Turn a prompt (and an OpenAI `size` and `seed`, if any) into the job to run.
+
+    Size: a ratio the prompt ends with wins over `size` (Open WebUI always
+    sends 512x512); else `size: WxH` is delivered exactly; else the model's
+    own default. Seed: `--seed N` in the prompt, else the `seed` field, else
+    a fresh random one (regenerate must not repeat a picture).
 
     :raises InvalidRequest: for an empty prompt, a prompt over the model's
-        limit, or a size or ratio the model cannot make; `param` names the
-        field the client must change.
+        limit, a bad seed, or a size or ratio the model cannot make; `param`
+        names the field the client must change.
     """
     parsed = parse_prompt(prompt, param=prompt_param)
-    ratio = (ratio_from_size(size) if size else None) or parsed.ratio
     if not parsed.text:
         raise InvalidRequest("The prompt is empty once the aspect ratio is taken out.",
                              param=prompt_param)
@@ -64,6 +69,29 @@ def plan_job(prompt: str, model: ImageModel, *, size: str | None = None,
         raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
                              f"most {model.max_prompt_chars}.", param=prompt_param,
                              code="prompt_too_long")
-    width, height = size_for(ratio, model, param="size" if size else prompt_param)
+    asked = parse_size(size) if size else None
+    draw_size = None
+    if parsed.ratio is not None or asked is None:
+        width, height = size_for(parsed.ratio, model, param=prompt_param)
+    else:
+        width, height = asked
+        draw_size = exact_size(width, height, model)
+    given = parsed.seed if parsed.seed is not None else (
+        check_seed(seed, "seed") if seed is not None else None)
     return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
-                    negative_prompt=parsed.negative)
+                    negative_prompt=parsed.negative, draw_size=draw_size,
+                    seed=given if given is not None else random_seed(),
+                    seed_given=given is not None)
+
+
+def random_seed() -> int:
+    """A fresh seed, below 2**31 so that any signed 32-bit field takes it."""
+    return secrets.randbelow(2**31)
+
+
+def image_seeds(job: ImageJob, count: int) -> list[int]:
+    """One seed per image: the client's counted up (wrapping at MAX_SEED), or fresh ones."""
+    assert job.seed is not None
+    if job.seed_given:
+        return [(job.seed + index) % (MAX_SEED + 1) for index in range(count)]
+    return [job.seed] + [random_seed() for _ in range(count - 1)]

@@ -23,10 +23,12 @@ class ReplyText:
     """Builds the pieces of one reply; each piece ends with a newline."""
 
     def __init__(self, language: str, *, original: str, width: int, height: int,
-                 prompt_model: str | None):
+                 prompt_model: str | None, drawn: tuple[int, int] | None = None):
         self._t = load_texts(language)
         self.original = original
         self.size = f"{width}x{height}"
+        if drawn:  # the model's step made it draw another size; the image is fitted
+            self.size = self._t["size_drawn"].format(size=self.size, drawn="{}x{}".format(*drawn))
         self.prompt_model = prompt_model or self._t["original_prompt_model"]
 
     def opening(self) -> str:
@@ -43,9 +45,10 @@ class ReplyText:
     def generating(self, model_id: str) -> str:
         return self._t["generating"].format(model=model_id.rsplit("/", 1)[-1]) + "\n"
 
-    def result(self, url: str) -> str:
+    def result(self, url: str, seed: int | None = None) -> str:
         t = self._t
-        return f"{t['success']}\n{t['result']}\n\n![{t['image_alt']}]({url})"
+        seed_line = t["seed"].format(seed=seed) + "\n" if seed is not None else ""
+        return f"{t['success']}\n{seed_line}{t['result']}\n\n![{t['image_alt']}]({url})"
 
     def failure(self, message: str) -> str:
         return "\n" + self._t["failed"].format(message=message)

@@ -183,6 +183,10 @@ def create_images():
     svc = services()
     images_request = images_api.parse_images_request(read_json())
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
+    if images_request.stream:
+        frames = images_api.stream(svc.images, images_request, job,
+                                   svc.settings.sse_keepalive_seconds)
+        return Response(frames, mimetype=sse.MIMETYPE, headers=sse.HEADERS)
     return jsonify(images_api.generate(svc.images, images_request, job, image_base_url()))
 
 

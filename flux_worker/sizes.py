@@ -1,8 +1,8 @@
-"""Aspect ratios: finding them in a prompt and turning them into pixel sizes."""
+"""Sizes and prompt flags: the aspect ratio, `--no …` and `--seed N` a prompt
+carries, an OpenAI `size`, and the pixels each becomes for a model."""
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from dataclasses import dataclass
@@ -29,7 +29,6 @@ SEED_SIZES: dict[Ratio, tuple[int, int]] = {
     Ratio(16, 9): (1024, 576),
     Ratio(9, 16): (576, 1024),
 }
-DEFAULT_RATIO = Ratio(1, 1)
 # Ratios people write that would otherwise look like a time of day (the seed's
 # own ratios, such as 9:16, always count as ratios unless a word says time).
 _COMMON_TWO_DIGIT = {Ratio(16, 10), Ratio(10, 16), Ratio(21, 10), Ratio(32, 10)}
@@ -50,6 +49,10 @@ _TRAILING = _END_PUNCTUATION + ",;…)]}\"'”’」』）"
 _TOKEN = re.compile(r"(?<![0-9A-Za-z_:.,/-])(\d{1,4})\s?[:：]\s?(\d{1,4})(?![\w:/]|[.,-]\d)")
 _EXPLICIT = re.compile(r"(?:^|\s)--(?:ar|aspect)\s+(\S+)", re.IGNORECASE)
 _NEGATIVE = re.compile(r"(?:^|\s)--no\s+(.+?)(?=\s--\w|\n|$)", re.IGNORECASE)
+_SEED = re.compile(r"(?:^|\s)--seed\s+(\S+)", re.IGNORECASE)
+# Seeds are unsigned 32-bit, as image UIs write them. Cloudflare documents an
+# integer (minimum 0 for Leonardo's models) and no maximum for any model.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -57,19 +60,27 @@ class ParsedPrompt:
     text: str
     ratio: Ratio | None
     negative: str = ""
+    seed: int | None = None
 
 
 def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
-    """Take the aspect ratio (and `--no …` negative text) out of a prompt.
+    """Take the aspect ratio, `--no …` negative text and `--seed N` out of a prompt.
 
     A ratio is recognised as `--ar W:H` anywhere, as `W:H` at the very end,
     or as one of the seed's six ratios followed by a space. Text that only
     looks like a ratio (a time, a score, a Bible verse) stays in the prompt.
 
-    :raises InvalidRequest: for an explicit `--ar` that is not a ratio.
+    :raises InvalidRequest: for an explicit `--ar` that is not a ratio, or a
+        `--seed` that is not a whole number from 0 to MAX_SEED.
     """
     text = prompt
     negative = ""
+    seed = None
+    match = _SEED.search(text)
+    if match:
+        value = match.group(1).rstrip(_TRAILING)  # "--seed 7." keeps its full stop
+        seed = check_seed(value, param, flag=True)
+        text = _cut(text, match.start(), match.start(1) + len(value))
     match = _NEGATIVE.search(text)
     if match:
         negative = match.group(1).strip()
@@ -80,7 +91,7 @@ def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
         if ratio is None:
             raise InvalidRequest(f"--ar expects a ratio like 16:9, got {match.group(1)!r}",
                                  param=param, code="invalid_aspect_ratio")
-        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
+        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative, seed)
     # Past this index only spaces and closing punctuation remain (found once:
     # looking at the rest of the text for every match would be quadratic).
     tail = len(text.rstrip(string.whitespace + _TRAILING))
@@ -92,8 +103,22 @@ def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
             continue
         if ratio.width == 0 or ratio.height == 0 or _looks_like_time(text, match):
             continue
-        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative)
-    return ParsedPrompt(text.strip(), None, negative)
+        return ParsedPrompt(_cut(text, match.start(), match.end()), ratio, negative, seed)
+    return ParsedPrompt(text.strip(), None, negative, seed)
+
+
+def check_seed(value: object, param: str, flag: bool = False) -> int:
+    """Return a seed a client gave (`seed` field, or `--seed N` text when flag).
+
+    :raises InvalidRequest: for anything but a whole number from 0 to MAX_SEED.
+    """
+    if flag and isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value) if len(value) <= 10 else -1
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        shown = f"--seed {value}" if flag else "seed"
+        raise InvalidRequest(f"{shown} must be a whole number from 0 to {MAX_SEED}.",
+                             param=param, code="invalid_seed")
+    return value
 
 
 def _to_ratio(token: str) -> Ratio | None:
@@ -167,7 +192,7 @@ def _cut(text: str, start: int, end: int) -> str:
 
 
 def size_for(ratio: Ratio | None, model: ImageModel, param: str = "messages") -> tuple[int, int]:
-    """Return the pixel size a model should deliver for a ratio.
+    """Return the pixel size a model should deliver for a ratio (none: its default).
 
     The seed's ratios keep their table sizes; other ratios keep the long side
     at 1024 (or the model's maximum) and round the short side to the model's
@@ -175,7 +200,8 @@ def size_for(ratio: Ratio | None, model: ImageModel, param: str = "messages") ->
 
     :raises InvalidRequest: when the model cannot make that ratio.
     """
-    ratio = ratio or DEFAULT_RATIO
+    if ratio is None:
+        return model.native_size
     if ratio in SEED_SIZES:
         width, height = SEED_SIZES[ratio]
     else:
@@ -196,12 +222,10 @@ def _round_to(value: float, step: int) -> int:
     return max(step, int(round(value / step)) * step)
 
 
-def ratio_from_size(size: str) -> Ratio | None:
-    """Map an OpenAI `size` (`WxH` or `auto`) to the nearest ratio we make.
+def parse_size(size: str) -> tuple[int, int] | None:
+    """Read an OpenAI `size`: `WxH` as a pair, `auto` as None.
 
-    Sizes close to a seed ratio (1792x1024 is 1.75, 16:9 is 1.78) snap to it.
-
-    :raises InvalidRequest: when the size is not `WxH` or `auto`.
+    :raises InvalidRequest: when the size is neither.
     """
     if size.strip().lower() == "auto":
         return None
@@ -209,10 +233,36 @@ def ratio_from_size(size: str) -> Ratio | None:
     if not found or int(found.group(1)) == 0 or int(found.group(2)) == 0:
         raise InvalidRequest("size must look like 1024x1024 (width x height) or be 'auto'",
                              param="size", code="invalid_size")
-    width, height = int(found.group(1)), int(found.group(2))
-    wanted = math.log(width / height)
-    nearest = min(SEED_SIZES, key=lambda r: abs(math.log(r.width / r.height) - wanted))
-    if abs(math.log(nearest.width / nearest.height) - wanted) < 0.03:
-        return nearest
-    divisor = math.gcd(width, height)
-    return Ratio(width // divisor, height // divisor)
+    return int(found.group(1)), int(found.group(2))
+
+
+def exact_size(width: int, height: int, model: ImageModel) -> tuple[int, int] | None:
+    """Check that a model can deliver exactly width x height, and return what
+    it must be asked to draw when that differs (its sides rounded to its step;
+    the image is then fitted to the exact size). None: draw it as asked.
+
+    Models without width/height draw their fixed size, which is cropped and
+    resized (scaled up to twice at most).
+
+    :raises InvalidRequest: naming `size` and the range, when out of range.
+    """
+    low, high = model.min_side, model.max_delivered_side
+    if min(width, height) < low or max(width, height) > high:
+        raise InvalidRequest(f"size {width}x{height} is out of range for {model.id}: each side "
+                             f"must be from {low} to {high} pixels.", param="size",
+                             code="unsupported_size")
+    if not model.takes_size:
+        return None
+    drawn = (_step_within(width, model), _step_within(height, model))
+    return drawn if drawn != (width, height) else None
+
+
+def _step_within(side: int, model: ImageModel) -> int:
+    low, high = model.min_side, model.max_side
+    step = model.size_step
+    rounded = _round_to(side, step)
+    if rounded > high:
+        rounded -= step
+    if rounded < low:
+        rounded += step
+    return rounded

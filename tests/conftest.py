@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import openai
 import pytest
 import responses
 
@@ -93,18 +94,35 @@ def session():
 
 
 def parse_sse(text: str) -> tuple[list[object], list[str]]:
-    """Split an SSE body into its data payloads (JSON or "[DONE]") and comments."""
+    """Split an SSE body into its data payloads (JSON or "[DONE]") and comments.
+
+    An `event:` line must name the JSON `type` of the data in its block, and
+    never stand without data (the openai SDK crashes on that).
+    """
     events, comments = [], []
     for block in re.split(r"\r?\n\r?\n", text):
+        name = None
         for line in block.splitlines():
             if line.startswith(":"):
                 comments.append(line)
+            elif line.startswith("event: "):
+                name = line[len("event: "):]
             elif line.startswith("data: "):
                 payload = line[len("data: "):]
                 events.append(payload if payload == "[DONE]" else json.loads(payload))
+                if name is not None:
+                    assert isinstance(events[-1], dict) and events[-1].get("type") == name
+                    name = None
             elif line.strip():
                 raise AssertionError(f"unexpected SSE line: {line!r}")
+        assert name is None, f"an event: line without data: {block!r}"
     return events, comments
+
+
+@pytest.fixture
+def sdk(gunicorn, fake):
+    """The official openai SDK, pointed at the gunicorn service."""
+    return openai.OpenAI(base_url=gunicorn.url + "/v1", api_key=API_KEY, max_retries=0)
 
 
 @pytest.fixture(scope="session")

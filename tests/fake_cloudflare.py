@@ -5,13 +5,33 @@ OpenAI-compatible prompt optimizer, faithful to the facts the service relies on
 Workers AI (POST /client/v4/accounts/{account}/ai/run/{model}):
 - Bearer auth, else 401 with code 10000; another account is 404 / 7003;
   an unknown model is 400 / 5007.
-- flux-1-schnell takes JSON {prompt 1..2048 chars, steps 1..8} and always
-  answers a 1024x1024 JPEG as base64 in ``result.image`` inside the envelope.
-- flux-2-* take multipart only (JSON is 400 / 5006) and answer base64 at the
-  exact width x height asked (256..1920); lucid-origin answers base64 JPEG.
-- phoenix-1.0 answers raw image/jpeg and refuses an empty negative_prompt;
-  SDXL base and dreamshaper answer raw PNG; SDXL lightning answers JPEG
-  bytes labelled image/png.
+- Every input is checked against the model's schema in ``SCHEMAS`` (model ->
+  {field: Field(type, minimum, maximum)}, from docs/workers-ai-models.md), and
+  the first problem is 400 / 5006 "AiError: Bad input: Error: ..." in ajv's
+  words: "must have required property 'prompt'", "must NOT have additional
+  properties (<field>)" for any field the model does not list, "<field> must
+  be integer" (or number, string, array) and "<field> must be >= N" / "<= N"
+  (strings: "must NOT have fewer than N characters"). In JSON a boolean is no
+  number and 1.5 is no integer; multipart values are strings, so an integer is
+  a decimal ("123"; "12.5" and "abc" are refused).
+- flux-1-schnell takes JSON {prompt 1..2048 chars, steps 1..8, seed} (width,
+  height and the rest are refused) and always answers a 1024x1024 JPEG as
+  base64 in ``result.image`` inside the envelope. Its seed is in Cloudflare's
+  docs examples but not its schema: ``fake.schnell_rejects_seed = True``
+  (reset() clears it) refuses it as an additional property.
+- flux-2-* take multipart only (JSON is 400 / 5006): prompt, width and height
+  (256..1920), seed, guidance and input_image_0..3; flux-2-dev also steps
+  (1..50), klein refuses steps. They answer base64 at the exact width x height
+  asked. lucid-origin (JSON; steps and num_steps 1..40, seed >= 0) answers
+  base64 JPEG.
+- phoenix-1.0 answers raw image/jpeg, refuses an empty negative_prompt and a
+  negative seed; SDXL base and dreamshaper answer raw PNG; SDXL lightning
+  answers JPEG bytes labelled image/png.
+- The image depends on the seed sent: none gives the same grey gradient every
+  time; a seed tints it and adds a block coloured and placed by the seed (the
+  same seed, size and format give the same bytes). ``fake.image(w, h, fmt,
+  seed=...)`` makes the same bytes; ``fake.seeds_seen(model=None)`` lists the
+  seed each Workers AI call carried (None when it had none).
 - A prompt holding "nsfw-trigger" is 400 / 3030.
 
 Workers KV (/client/v4/accounts/{account}/storage/kv/namespaces/{ns}/values/{key}):
@@ -60,6 +80,7 @@ Every request is recorded in ``fake.calls``; ``fake.calls_to(route)`` filters th
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -98,12 +119,65 @@ MODELS = {
     "@cf/lykon/dreamshaper-8-lcm": ("json", "binary", "PNG", "image/png"),
 }
 FLUX_2 = "@cf/black-forest-labs/flux-2-"
-SIZE_RANGES = {FLUX_2: (256, 1920), "@cf/leonardo/lucid-origin": (0, 2500),
-               "@cf/leonardo/phoenix-1.0": (0, 2048)}
+SCHNELL = "@cf/black-forest-labs/flux-1-schnell"
 DEFAULT_SIZES = {FLUX_2: (1024, 768), "@cf/leonardo/lucid-origin": (1120, 1120)}
-MAX_STEPS = {"@cf/black-forest-labs/flux-1-schnell": ("steps", 8),
-             "@cf/leonardo/lucid-origin": ("steps", 40),
-             "@cf/leonardo/phoenix-1.0": ("num_steps", 50)}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field of a model's schema: its JSON Schema type ("string",
+    "integer", "number", "array", or "file": a multipart part, taken as is)
+    and its inclusive bounds (for a string, on its length; None: unbounded)."""
+
+    type: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+_PROMPT = Field("string", 1, 2048)
+_SEED = Field("integer")  # no source gives a range
+_SEED_MIN_0 = Field("integer", 0)  # lucid-origin and phoenix: "minimum": 0
+_FLUX_2_FIELDS = {"prompt": _PROMPT, "width": Field("integer", 256, 1920),
+                  "height": Field("integer", 256, 1920), "seed": _SEED,
+                  "guidance": Field("number"),
+                  # reference images (documented, unused here)
+                  **{f"input_image_{i}": Field("file") for i in range(4)}}
+_SDXL_FIELDS = {"prompt": _PROMPT, "negative_prompt": Field("string"),
+                "width": Field("integer", 256, 2048), "height": Field("integer", 256, 2048),
+                "num_steps": Field("integer", 1, 20), "guidance": Field("number"),
+                "strength": Field("number"), "seed": _SEED,
+                # img2img / inpainting inputs: accepted, unused
+                "image": Field("array"), "image_b64": Field("string"), "mask": Field("array")}
+
+# model id -> {field: Field}: every input each model accepts (docs/workers-ai-models.md).
+# "prompt" is required everywhere; any field not listed is refused as Workers AI's
+# schemas (additionalProperties: false) do: 400 / 5006 "must NOT have additional
+# properties (<name>)". Multipart values arrive as strings and are read as their type.
+SCHEMAS: dict[str, dict[str, Field]] = {
+    # seed is in the docs examples only; fake.schnell_rejects_seed refuses it.
+    SCHNELL: {"prompt": _PROMPT, "steps": Field("integer", 1, 8), "seed": _SEED},
+    FLUX_2 + "dev": {**_FLUX_2_FIELDS, "steps": Field("integer", 1, 50)},
+    FLUX_2 + "klein-4b": _FLUX_2_FIELDS,  # steps are fixed at 4: not accepted
+    FLUX_2 + "klein-9b": _FLUX_2_FIELDS,
+    "@cf/leonardo/lucid-origin": {
+        "prompt": _PROMPT, "width": Field("integer", 0, 2500),
+        "height": Field("integer", 0, 2500), "steps": Field("integer", 1, 40),
+        "num_steps": Field("integer", 1, 40), "guidance": Field("number", 0, 10),
+        "seed": _SEED_MIN_0},
+    "@cf/leonardo/phoenix-1.0": {
+        "prompt": _PROMPT, "negative_prompt": Field("string", 1),
+        "width": Field("integer", 0, 2048), "height": Field("integer", 0, 2048),
+        "num_steps": Field("integer", 1, 50), "guidance": Field("number", 2, 10),
+        "seed": _SEED_MIN_0},
+    "@cf/stabilityai/stable-diffusion-xl-base-1.0": _SDXL_FIELDS,
+    "@cf/bytedance/stable-diffusion-xl-lightning": _SDXL_FIELDS,
+    "@cf/lykon/dreamshaper-8-lcm": _SDXL_FIELDS,
+}
+assert SCHEMAS.keys() == MODELS.keys()
+
+_MULTIPART_INTEGER = re.compile(r"-?[0-9]+")
+_MULTIPART_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+IMAGE_CACHE_SIZE = 64  # answers (and gradients) kept; the least recently used go first
 
 ROUTES = ("ai", "kv_put", "kv_get", "optimizer")
 POLL_SECONDS = 0.02  # how often a waiting fault looks for a hang-up or a reset
@@ -402,6 +476,46 @@ class _Answer:
     headers: dict
 
 
+_WRONG_TYPE = object()  # what _read answers for a value not of the type asked
+
+
+def _read(raw, kind: str, multipart: bool):
+    """``raw`` as a value of JSON Schema type ``kind``, or _WRONG_TYPE. JSON
+    values are taken as ajv takes them (a boolean is no number, 2.0 is an
+    integer, 2.5 is not); multipart values are strings, read as decimals."""
+    if kind == "file":
+        return raw
+    if multipart:
+        if not isinstance(raw, str):  # a part sent with a filename: bytes
+            return _WRONG_TYPE
+        if kind == "integer":
+            return int(raw) if _MULTIPART_INTEGER.fullmatch(raw) else _WRONG_TYPE
+        if kind == "number":
+            return float(raw) if _MULTIPART_NUMBER.fullmatch(raw) else _WRONG_TYPE
+        return raw if kind == "string" else _WRONG_TYPE
+    if kind == "string":
+        return raw if isinstance(raw, str) else _WRONG_TYPE
+    if kind == "array":
+        return raw if isinstance(raw, list) else _WRONG_TYPE
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        return _WRONG_TYPE
+    if kind == "integer":
+        return int(raw) if float(raw).is_integer() else _WRONG_TYPE
+    return raw
+
+
+def _bound(cache: dict) -> None:
+    """Drop the least recently used (first) entries past IMAGE_CACHE_SIZE."""
+    while len(cache) > IMAGE_CACHE_SIZE:
+        del cache[next(iter(cache))]
+
+
+def _seed_tint(seed: int) -> tuple[tuple[int, int, int], tuple[float, float]]:
+    """A colour and a place (fractions of the free width and height) from a seed."""
+    digest = hashlib.blake2b(str(seed).encode(), digest_size=8).digest()
+    return (digest[0], digest[1], digest[2]), (digest[3] / 255, digest[4] / 255)
+
+
 # --- the server --------------------------------------------------------------
 
 class FakeCloudflare:
@@ -413,12 +527,14 @@ class FakeCloudflare:
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
         self.kv_visibility_delay = 0.0
         self.kv_negative_cache_seconds = 0.0
+        self.schnell_rejects_seed = False
         self.calls: list[Call] = []
         self._faults: dict[str, list[Fault]] = {}
         self._kv: dict[str, _KvEntry] = {}
         self._kv_ttls: dict[str, int | None] = {}
         self._kv_misses: dict[str, float] = {}  # key -> time.monotonic() of the cached miss
-        self._images: dict[tuple, bytes] = {}
+        self._images: dict[tuple, bytes] = {}  # least recently used first
+        self._gradients: dict[tuple[int, int], Image.Image] = {}  # by size, the same way
         self._lock = threading.Lock()
         # Set to wake every waiting fault; replaced by a fresh one on reset().
         self._halt = threading.Event()
@@ -481,6 +597,7 @@ class FakeCloudflare:
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
         self.kv_visibility_delay = 0.0
         self.kv_negative_cache_seconds = 0.0
+        self.schnell_rejects_seed = False
 
     def inject(self, route: str, *faults: Fault) -> None:
         assert route in ROUTES, route
@@ -490,6 +607,21 @@ class FakeCloudflare:
     def calls_to(self, route: str) -> list[Call]:
         with self._lock:
             return [call for call in self.calls if call.route == route]
+
+    def seeds_seen(self, model: str | None = None) -> list:
+        """The seed each Workers AI call carried (to ``model``, or to any), in
+        order: an int when it reads as one (multipart too), None when absent,
+        else the raw value."""
+        seeds = []
+        for call in self.calls_to("ai"):
+            if model is not None and call.model != model:
+                continue
+            inputs = call.json if isinstance(call.json, dict) else call.form or {}
+            seed = inputs.get("seed")
+            multipart = not isinstance(call.json, dict)
+            value = _read(seed, "integer", multipart) if seed is not None else None
+            seeds.append(seed if value is _WRONG_TYPE else value)
+        return seeds
 
     def kv_value(self, key: str) -> bytes | None:
         """The value last written under key (None: never, or expired), visible
@@ -541,23 +673,51 @@ class FakeCloudflare:
                 return None
             return entry
 
-    def image(self, width: int, height: int, fmt: str, enveloped: bool = False) -> bytes:
-        """The image bytes, or the whole base64 envelope, made once per size
-        (so that, under load, the fake spends little CPU of its own)."""
-        key = (width, height, fmt, self.image_padding, enveloped)
+    def image(self, width: int, height: int, fmt: str, enveloped: bool = False,
+              seed: int | None = None) -> bytes:
+        """The image bytes, or the whole base64 envelope, kept for the last
+        IMAGE_CACHE_SIZE (size, format, padding, envelope, seed) asked (so that,
+        under load, the fake spends little CPU of its own).
+
+        Without a seed it is a grey gradient, always the same. A seed tints it
+        and lays a block on it, both coloured and placed by the seed: the same
+        seed gives the same bytes, two seeds give different pixels."""
+        key = (width, height, fmt, self.image_padding, enveloped, seed)
         with self._lock:
-            cached = self._images.get(key)
-        if cached is None:
-            picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
-            out = io.BytesIO()
-            picture.save(out, fmt, quality=80) if fmt == "JPEG" else picture.save(out, fmt)
-            # Decoders ignore bytes after the end marker, so padding keeps it valid.
-            cached = out.getvalue() + b"\0" * self.image_padding
-            if enveloped:
-                cached = envelope({"image": base64.b64encode(cached).decode()})
-            with self._lock:
-                self._images[key] = cached
-        return cached
+            cached = self._images.pop(key, None)
+            if cached is not None:
+                self._images[key] = cached  # now the most recently used
+                return cached
+        picture = self._gradient(width, height)
+        if seed is not None:
+            colour, (across, down) = _seed_tint(seed)
+            picture = Image.blend(picture, Image.new("RGB", (width, height), colour), 0.3)
+            block_w, block_h = max(1, width // 3), max(1, height // 3)
+            left, top = round(across * (width - block_w)), round(down * (height - block_h))
+            picture.paste(colour, (left, top, left + block_w, top + block_h))
+        out = io.BytesIO()
+        picture.save(out, fmt, quality=80) if fmt == "JPEG" else picture.save(out, fmt)
+        # Decoders ignore bytes after the end marker, so padding keeps it valid.
+        made = out.getvalue() + b"\0" * self.image_padding
+        if enveloped:
+            made = envelope({"image": base64.b64encode(made).decode()})
+        with self._lock:
+            self._images[key] = made
+            _bound(self._images)
+        return made
+
+    def _gradient(self, width: int, height: int) -> Image.Image:
+        """The unseeded picture (never changed in place: seeds draw on a copy)."""
+        with self._lock:
+            picture = self._gradients.pop((width, height), None)
+            if picture is not None:
+                self._gradients[width, height] = picture
+                return picture
+        picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+        with self._lock:
+            self._gradients[width, height] = picture
+            _bound(self._gradients)
+        return picture
 
 
 class _Server(ThreadingHTTPServer):
@@ -814,50 +974,57 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(call.json, dict):
                 return self._error(400, 5006, "AiError: Bad input: Error: body must be JSON")
             inputs = call.json
-        problem = self._check_inputs(call.model, inputs)
+        values, problem = self._check_inputs(call.model, inputs, encoding == "multipart")
         if problem:
             return self._error(400, 5006, "AiError: Bad input: Error: " + problem)
-        if NSFW_TRIGGER in str(inputs.get("prompt", "")):
+        if NSFW_TRIGGER in values["prompt"]:
             return self._error(400, 3030, "Input prompt contains NSFW content.")
         if self.fake.latency:
             self._halt.wait(self.fake.latency)
-        width, height = self._size(call.model, inputs)
+        width, height = self._size(call.model, values)
+        seed = values.get("seed")
         if output == "binary":
-            self._send(200, self.fake.image(width, height, fmt), declared)
+            self._send(200, self.fake.image(width, height, fmt, seed=seed), declared)
         else:
-            self._send(200, self.fake.image(width, height, fmt, enveloped=True))
+            self._send(200, self.fake.image(width, height, fmt, enveloped=True, seed=seed))
 
-    def _check_inputs(self, model: str, inputs: dict) -> str | None:
-        prompt = inputs.get("prompt")
-        if not isinstance(prompt, str) or not 1 <= len(prompt) <= 2048:
-            return "prompt must be a string of 1 to 2048 characters"
-        if model in MAX_STEPS:
-            name, most = MAX_STEPS[model]
-            if name in inputs:
-                steps = inputs[name]
-                if not isinstance(steps, int) or not 1 <= steps <= most:
-                    return f"{name} must be an integer from 1 to {most}"
-        if "negative_prompt" in inputs and inputs["negative_prompt"] == "" \
-                and model == "@cf/leonardo/phoenix-1.0":
-            return "negative_prompt must NOT have fewer than 1 characters"
-        low, high = next((r for prefix, r in SIZE_RANGES.items() if model.startswith(prefix)),
-                         (256, 2048))
-        for side in ("width", "height"):
-            if side in inputs:
-                try:
-                    value = int(inputs[side])
-                except (TypeError, ValueError):
-                    return f"{side} must be an integer"
-                if not low <= value <= high:
-                    return f"{side} must be between {low} and {high}"
-        return None
+    def _check_inputs(self, model: str, inputs: dict,
+                      multipart: bool) -> tuple[dict, str | None]:
+        """The inputs read as the model's schema (SCHEMAS) types them, or the
+        first thing wrong with them, worded as Workers AI's validator does."""
+        schema = SCHEMAS[model]
+        if model == SCHNELL and self.fake.schnell_rejects_seed:
+            schema = {name: spec for name, spec in schema.items() if name != "seed"}
+        if "prompt" not in inputs:
+            return {}, "must have required property 'prompt'"
+        extra = next((name for name in inputs if name not in schema), None)
+        if extra is not None:
+            return {}, f"must NOT have additional properties ({extra})"
+        values = {}
+        for name, raw in inputs.items():
+            spec = schema[name]
+            value = _read(raw, spec.type, multipart)
+            if value is _WRONG_TYPE:
+                return {}, f"{name} must be {spec.type}"
+            if spec.type == "string":
+                if spec.minimum is not None and len(value) < spec.minimum:
+                    return {}, f"{name} must NOT have fewer than {spec.minimum} characters"
+                if spec.maximum is not None and len(value) > spec.maximum:
+                    return {}, f"{name} must NOT have more than {spec.maximum} characters"
+            elif spec.type in ("integer", "number"):
+                if spec.minimum is not None and value < spec.minimum:
+                    return {}, f"{name} must be >= {spec.minimum}"
+                if spec.maximum is not None and value > spec.maximum:
+                    return {}, f"{name} must be <= {spec.maximum}"
+            values[name] = value
+        return values, None
 
-    def _size(self, model: str, inputs: dict) -> tuple[int, int]:
-        if model == "@cf/black-forest-labs/flux-1-schnell":
+    def _size(self, model: str, values: dict) -> tuple[int, int]:
+        if model == SCHNELL:
             return 1024, 1024  # no width/height: always square
         default = next((s for prefix, s in DEFAULT_SIZES.items() if model.startswith(prefix)),
                        (1024, 1024))
-        return int(inputs.get("width") or default[0]), int(inputs.get("height") or default[1])
+        return values.get("width") or default[0], values.get("height") or default[1]
 
     # Workers KV
     def _kv(self, call: Call, account: str, namespace: str, key: str) -> None:

@@ -1,21 +1,30 @@
 """Tests of the fake Cloudflare itself, with plain requests: KV consistency,
-slow bodies, edge HTML pages, echoing errors, documented codes, image answers."""
+slow bodies, edge HTML pages, echoing errors, documented codes, image answers,
+model input schemas and seeded images."""
 
 from __future__ import annotations
 
 import base64
+import io
 import threading
 import time
 
 import pytest
 import requests
+from PIL import Image
 
 import fake_cloudflare as cf
 
 SCHNELL = "@cf/black-forest-labs/flux-1-schnell"
 FLUX_2 = "@cf/black-forest-labs/flux-2-dev"
+KLEIN_4B = "@cf/black-forest-labs/flux-2-klein-4b"
+KLEIN_9B = "@cf/black-forest-labs/flux-2-klein-9b"
+LUCID = "@cf/leonardo/lucid-origin"
 PHOENIX = "@cf/leonardo/phoenix-1.0"
+SDXL = "@cf/stabilityai/stable-diffusion-xl-base-1.0"
 LIGHTNING = "@cf/bytedance/stable-diffusion-xl-lightning"
+DREAMSHAPER = "@cf/lykon/dreamshaper-8-lcm"
+MULTIPART_MODELS = (FLUX_2, KLEIN_4B, KLEIN_9B)
 AUTH = {"Authorization": f"Bearer {cf.API_TOKEN}"}
 PROMPT = {"prompt": "a lighthouse at dusk"}
 
@@ -36,6 +45,36 @@ def run(fake, model: str = SCHNELL, **kwargs) -> requests.Response:
     else:
         kwargs.setdefault("json", PROMPT)
     return requests.post(ai_url(fake, model), headers=AUTH, **kwargs)
+
+
+def run_inputs(fake, model: str, **inputs) -> requests.Response:
+    """Run ``model`` with these inputs (and the usual prompt), as the model
+    takes them: multipart fields as strings, else JSON."""
+    inputs = {**PROMPT, **inputs}
+    if model in MULTIPART_MODELS:
+        return run(fake, model, files={k: (None, str(v)) for k, v in inputs.items()})
+    return run(fake, model, json=inputs)
+
+
+def refusal(response: requests.Response) -> str:
+    """The 400 / 5006 message, without Workers AI's lead-in."""
+    assert response.status_code == 400, response.text
+    assert error_code(response) == 5006
+    message = response.json()["errors"][0]["message"]
+    assert message.startswith("AiError: Bad input: Error: ")
+    return message.removeprefix("AiError: Bad input: Error: ")
+
+
+def image_of(response: requests.Response) -> bytes:
+    assert response.status_code == 200, response.text
+    if response.headers["Content-Type"] == "application/json":
+        return base64.b64decode(response.json()["result"]["image"])
+    return response.content
+
+
+def pixels(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as picture:
+        return picture.convert("RGB")
 
 
 def kv_put(fake, key: str, value: bytes, **params) -> None:
@@ -380,3 +419,182 @@ class TestOlderFaults:
         start = time.monotonic()
         assert run(fake).status_code == 200
         assert time.monotonic() - start >= 0.2
+
+
+# Every field each model documents, seed included (docs/workers-ai-models.md).
+ALL_FIELDS = {
+    SCHNELL: {"steps": 4, "seed": 7},
+    FLUX_2: {"width": 512, "height": 768, "seed": 123, "guidance": 3.5, "steps": 25},
+    KLEIN_4B: {"width": 512, "height": 768, "seed": 0, "guidance": 4},
+    KLEIN_9B: {"width": 1920, "height": 256, "seed": 4294967295, "guidance": "2.5"},
+    LUCID: {"width": 512, "height": 640, "steps": 20, "num_steps": 20, "guidance": 4.5,
+            "seed": 0},
+    PHOENIX: {"negative_prompt": "blurry", "width": 512, "height": 640, "num_steps": 25,
+              "guidance": 2, "seed": 5},
+    SDXL: {"negative_prompt": "", "width": 512, "height": 640, "num_steps": 20,
+           "guidance": 7.5, "strength": 1, "seed": -3},
+    LIGHTNING: {"negative_prompt": "blurry", "width": 256, "height": 2048, "num_steps": 1,
+                "guidance": 0, "strength": 0.5, "seed": 2**40},
+    DREAMSHAPER: {"width": 1024, "height": 1024, "num_steps": 8, "guidance": 1.5, "seed": 9,
+                  "image_b64": "", "image": [], "mask": []},
+}
+
+
+class TestSchemas:
+    @pytest.mark.parametrize("model", list(ALL_FIELDS))
+    def test_every_documented_field_is_accepted(self, fake, model):
+        inputs = ALL_FIELDS[model]
+        picture = pixels(image_of(run_inputs(fake, model, **inputs)))
+        expected = (1024, 1024) if model == SCHNELL else (inputs["width"], inputs["height"])
+        assert picture.size == expected
+        assert fake.seeds_seen() == [inputs["seed"]]
+
+    def test_the_schema_table_covers_every_model(self):
+        assert set(cf.SCHEMAS) == set(cf.MODELS) == set(ALL_FIELDS)
+        assert all("prompt" in fields and "seed" in fields for fields in cf.SCHEMAS.values())
+
+    @pytest.mark.parametrize("model", list(ALL_FIELDS))
+    def test_an_unknown_field_is_refused_by_name(self, fake, model):
+        message = refusal(run_inputs(fake, model, seed=1, colour="red"))
+        assert message == "must NOT have additional properties (colour)"
+
+    @pytest.mark.parametrize("extra", [{"width": 1024}, {"height": 768},
+                                       {"negative_prompt": "blurry"}, {"guidance": 3.5},
+                                       {"num_steps": 4}])
+    def test_schnell_refuses_what_its_schema_does_not_list(self, fake, extra):
+        (name,) = extra
+        assert refusal(run_inputs(fake, SCHNELL, **extra)) == (
+            f"must NOT have additional properties ({name})")
+
+    @pytest.mark.parametrize("model, name", [
+        (KLEIN_4B, "steps"), (KLEIN_9B, "steps"), (FLUX_2, "num_steps"),
+        (FLUX_2, "negative_prompt"), (PHOENIX, "steps"), (PHOENIX, "strength"),
+        (LUCID, "negative_prompt"), (SDXL, "steps"), (DREAMSHAPER, "input_image_0")])
+    def test_fields_of_other_models_are_refused(self, fake, model, name):
+        assert refusal(run_inputs(fake, model, **{name: 4})) == (
+            f"must NOT have additional properties ({name})")
+
+    @pytest.mark.parametrize("model, seed", [
+        (SCHNELL, "7"), (SCHNELL, True), (SCHNELL, 1.5), (PHOENIX, "7"), (PHOENIX, False),
+        (LUCID, 2.5), (SDXL, None), (SDXL, [1]), (LIGHTNING, {"seed": 1}),
+        (FLUX_2, "abc"), (FLUX_2, "12.5"), (KLEIN_4B, ""), (KLEIN_9B, "1e3"), (KLEIN_9B, " 7")])
+    def test_a_seed_that_is_not_an_integer_is_refused(self, fake, model, seed):
+        assert refusal(run_inputs(fake, model, seed=seed)) == "seed must be integer"
+
+    def test_an_integral_json_float_is_an_integer_as_for_ajv(self, fake):
+        assert run_inputs(fake, PHOENIX, seed=7.0, width=512.0).status_code == 200
+        assert fake.seeds_seen() == [7]
+
+    @pytest.mark.parametrize("model", [PHOENIX, LUCID])
+    def test_leonardo_refuses_a_negative_seed(self, fake, model):
+        assert refusal(run_inputs(fake, model, seed=-1)) == "seed must be >= 0"
+
+    @pytest.mark.parametrize("model", [SDXL, FLUX_2, SCHNELL])
+    def test_other_models_take_a_negative_seed(self, fake, model):
+        assert run_inputs(fake, model, seed=-1).status_code == 200
+
+    @pytest.mark.parametrize("model, inputs, message", [
+        (SCHNELL, {"steps": 9}, "steps must be <= 8"),
+        (SCHNELL, {"steps": 0}, "steps must be >= 1"),
+        (SCHNELL, {"steps": "4"}, "steps must be integer"),
+        (FLUX_2, {"steps": 51}, "steps must be <= 50"),
+        (FLUX_2, {"width": 255}, "width must be >= 256"),
+        (KLEIN_4B, {"height": 1921}, "height must be <= 1920"),
+        (KLEIN_4B, {"guidance": "strong"}, "guidance must be number"),
+        (LUCID, {"width": 2501}, "width must be <= 2500"),
+        (LUCID, {"num_steps": 41}, "num_steps must be <= 40"),
+        (LUCID, {"guidance": 10.5}, "guidance must be <= 10"),
+        (PHOENIX, {"guidance": 1.5}, "guidance must be >= 2"),
+        (PHOENIX, {"num_steps": 51}, "num_steps must be <= 50"),
+        (PHOENIX, {"negative_prompt": ""}, "negative_prompt must NOT have fewer than 1 characters"),
+        (PHOENIX, {"width": True}, "width must be integer"),
+        (SDXL, {"num_steps": 21}, "num_steps must be <= 20"),
+        (SDXL, {"width": 2049}, "width must be <= 2048"),
+        (SDXL, {"guidance": "7.5"}, "guidance must be number"),
+        (SDXL, {"negative_prompt": 3}, "negative_prompt must be string"),
+        (DREAMSHAPER, {"strength": True}, "strength must be number"),
+        (DREAMSHAPER, {"mask": "x"}, "mask must be array"),
+    ])
+    def test_types_and_ranges(self, fake, model, inputs, message):
+        assert refusal(run_inputs(fake, model, **inputs)) == message
+
+    @pytest.mark.parametrize("model", [SCHNELL, FLUX_2])
+    def test_the_prompt_is_required_and_bounded(self, fake, model):
+        assert refusal(run_inputs(fake, model, prompt="")) == (
+            "prompt must NOT have fewer than 1 characters")
+        assert refusal(run_inputs(fake, model, prompt="x" * 2049)) == (
+            "prompt must NOT have more than 2048 characters")
+        body = {"files": {"seed": (None, "1")}} if model == FLUX_2 else {"json": {"seed": 1}}
+        assert refusal(run(fake, model, **body)) == "must have required property 'prompt'"
+
+    def test_a_nsfw_prompt_is_still_refused_after_the_schema(self, fake):
+        response = run_inputs(fake, FLUX_2, prompt="a nsfw-trigger here", seed=3)
+        assert response.status_code == 400 and error_code(response) == 3030
+        assert refusal(run_inputs(fake, SCHNELL, prompt="nsfw-trigger", width=1)) == (
+            "must NOT have additional properties (width)")
+
+    def test_schnell_rejects_seed_when_asked(self, fake):
+        assert fake.schnell_rejects_seed is False
+        fake.schnell_rejects_seed = True
+        assert refusal(run_inputs(fake, SCHNELL, seed=7)) == (
+            "must NOT have additional properties (seed)")
+        assert run_inputs(fake, SCHNELL, steps=4).status_code == 200
+        assert run_inputs(fake, LUCID, seed=7).status_code == 200  # schnell only
+        fake.reset()
+        assert fake.schnell_rejects_seed is False
+        assert run_inputs(fake, SCHNELL, seed=7).status_code == 200
+
+    def test_seeds_seen(self, fake):
+        run_inputs(fake, SCHNELL, seed=7)
+        run_inputs(fake, FLUX_2, seed=123)
+        run_inputs(fake, PHOENIX)
+        run_inputs(fake, FLUX_2, seed="abc")  # refused, but seen
+        assert fake.seeds_seen() == [7, 123, None, "abc"]
+        assert fake.seeds_seen(FLUX_2) == [123, "abc"]
+        assert [call.form["seed"] for call in fake.calls_to("ai") if call.form] == ["123", "abc"]
+
+
+class TestSeededImages:
+    @pytest.mark.parametrize("model", [SCHNELL, FLUX_2, LUCID, PHOENIX, SDXL, LIGHTNING])
+    def test_two_seeds_give_different_pixels(self, fake, model):
+        first = pixels(image_of(run_inputs(fake, model, seed=1)))
+        second = pixels(image_of(run_inputs(fake, model, seed=2)))
+        unseeded = pixels(image_of(run_inputs(fake, model)))
+        assert first.size == second.size == unseeded.size
+        assert len({first.tobytes(), second.tobytes(), unseeded.tobytes()}) == 3
+        # Visibly: many pixels differ, by more than JPEG noise.
+        differ = sum(abs(a - b) > 16 for a, b in zip(first.tobytes()[::97],
+                                                     second.tobytes()[::97], strict=True))
+        assert differ > len(first.tobytes()[::97]) // 4
+
+    @pytest.mark.parametrize("model", [SCHNELL, FLUX_2, PHOENIX, DREAMSHAPER])
+    def test_the_same_seed_gives_the_same_bytes(self, fake, model):
+        assert run_inputs(fake, model, seed=42).content == run_inputs(fake, model, seed=42).content
+        # also once the cache has forgotten it
+        fake._images.clear()
+        again = run_inputs(fake, model, seed=42).content
+        assert again == run_inputs(fake, model, seed=42).content
+        assert image_of(run_inputs(fake, model, seed=42)) == image_of(
+            run_inputs(fake, model, seed=42))
+
+    def test_a_multipart_seed_is_the_same_as_a_json_one(self, fake):
+        assert image_of(run_inputs(fake, FLUX_2, seed=5, width=512, height=512)) == \
+            fake.image(512, 512, "PNG", seed=5)
+
+    def test_no_seed_gives_the_plain_gradient_as_before(self, fake):
+        gradient = Image.linear_gradient("L").resize((1024, 1024)).convert("RGB")
+        out = io.BytesIO()
+        gradient.save(out, "JPEG", quality=80)
+        assert image_of(run(fake)) == out.getvalue() == image_of(run(fake))
+        assert fake.image(1024, 1024, "JPEG") == out.getvalue()
+        out = io.BytesIO()
+        Image.linear_gradient("L").resize((512, 768)).convert("RGB").save(out, "PNG")
+        assert image_of(run_inputs(fake, FLUX_2, width=512, height=768)) == out.getvalue()
+
+    def test_the_cache_is_bounded_and_keeps_what_is_used(self, fake):
+        kept = fake.image(64, 64, "PNG", seed=-1)
+        for seed in range(cf.IMAGE_CACHE_SIZE + 10):
+            fake.image(64, 64, "PNG", seed=seed)
+            assert fake.image(64, 64, "PNG", seed=-1) is kept  # recently used: stays
+        assert len(fake._images) <= cf.IMAGE_CACHE_SIZE
+        assert (64, 64, "PNG", 0, False, 0) not in fake._images  # the oldest went

@@ -249,3 +249,35 @@ class TestFoundInReview:
         Image.new("I;16", (64, 64), 30000).save(out, "PNG")
         fitted = decoded(prepare_image(out.getvalue(), 64, 32))
         assert fitted.size == (64, 32) and fitted.getextrema()[0] in (116, 117, 118)
+
+
+class TestOutputFormats:
+    """`output_format`: converted only when the model's bytes are another format."""
+
+    @pytest.mark.parametrize("source", ["JPEG", "PNG", "WEBP"])
+    @pytest.mark.parametrize("wanted,fmt,mime", [("png", "PNG", "image/png"),
+                                                 ("jpeg", "JPEG", "image/jpeg"),
+                                                 ("webp", "WEBP", "image/webp")])
+    def test_every_source_becomes_the_format_asked(self, source, wanted, fmt, mime):
+        data = hostile.complete_image(512, 512, source)
+        prepared = prepare_image(data, 512, 512, output_format=wanted)
+        assert prepared.content_type == mime and decoded(prepared).format == fmt
+        assert (prepared.data is data) == (source == fmt)
+
+    def test_a_fitted_image_is_encoded_once_in_the_format_asked(self):
+        prepared = prepare_image(hostile.complete_image(1024, 1024, "JPEG"), 1792, 1024,
+                                 output_format="png")
+        image = decoded(prepared)
+        assert (image.format, image.size) == ("PNG", (1792, 1024))
+
+    def test_transparency_becomes_opaque_in_a_jpeg(self):
+        out = io.BytesIO()
+        Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(out, "PNG")
+        image = decoded(prepare_image(out.getvalue(), 64, 64, output_format="jpeg"))
+        assert (image.format, image.mode) == ("JPEG", "RGB")
+
+    def test_quality_sets_the_jpeg_compression(self):
+        data = hostile.complete_image(512, 512, "PNG")
+        small = prepare_image(data, 512, 512, output_format="jpeg", quality=10).data
+        large = prepare_image(data, 512, 512, output_format="jpeg", quality=95).data
+        assert len(small) < len(large)

@@ -44,12 +44,25 @@ def test_registry_holds_every_text_to_image_model():
 
 
 class TestRequestShapes:
-    def test_schnell_gets_prompt_and_steps_only(self, client, fake):
+    def test_schnell_gets_prompt_steps_and_seed_only(self, client, fake):
         chat(client, "A cute cat 16:9")
         (call,) = fake.calls_to("ai")
         assert call.model == SCHNELL
         assert call.headers["content-type"].startswith("application/json")
-        assert call.json == {"prompt": "A cute cat", "steps": 4}
+        assert call.json == {"prompt": "A cute cat", "steps": 4, "seed": call.json["seed"]}
+        assert 0 <= call.json["seed"] < 2**31
+
+    def test_a_model_that_refuses_the_seed_is_asked_again_without_it(self, app, client, fake):
+        """flux-1-schnell's schema lists no seed: should Cloudflare enforce that, the
+        refused call (which makes and bills nothing) is sent again without one, and
+        the model gets none from then on."""
+        fake.schnell_rejects_seed = True
+        first = chat(client, "A cute cat")
+        chat(client, "A cute dog")
+        calls = fake.calls_to("ai")
+        assert ["seed" in call.json for call in calls] == [True, False, False]
+        assert "🎲" not in first
+        assert app.extensions["flux_worker"].images.seedless_models == {SCHNELL}
 
     def test_flux_num_steps_sets_the_default_models_steps(self, make_app, fake):
         chat(make_app(flux_num_steps=8).test_client(), "A cat")

@@ -18,7 +18,7 @@ from flux_worker.imaging import prepare_image, sniff_content_type
 from flux_worker.prompts import housekeeping_reply, is_housekeeping, last_user_text
 from flux_worker.replies import LOCALES, ReplyText, load_texts
 from flux_worker.settings import LANGUAGES
-from flux_worker.sizes import Ratio, parse_prompt, ratio_from_size
+from flux_worker.sizes import MAX_SEED, Ratio, parse_prompt, parse_size
 
 
 class TestRatios:
@@ -67,18 +67,35 @@ class TestRatios:
             parse_prompt("A cat --ar wide")
         assert caught.value.code == "invalid_aspect_ratio"
 
-    @pytest.mark.parametrize("size,ratio", [
-        ("1792x1024", Ratio(16, 9)), ("1024x1792", Ratio(9, 16)), ("1536x1024", Ratio(3, 2)),
-        ("768x1024", Ratio(3, 4)),
-        ("auto", None), ("1000x400", Ratio(5, 2)),
+    @pytest.mark.parametrize("size,pixels", [
+        ("1792x1024", (1792, 1024)), (" 512 X 512 ", (512, 512)), ("auto", None),
+        ("AUTO", None), ("1000×400", (1000, 400)),
     ])
-    def test_openai_sizes(self, size, ratio):
-        assert ratio_from_size(size) == ratio
+    def test_openai_sizes_are_read_as_pixels(self, size, pixels):
+        assert parse_size(size) == pixels
 
-    @pytest.mark.parametrize("size", ["big", "0x10", "10x", "1024*1024"])
+    @pytest.mark.parametrize("size", ["big", "0x10", "10x", "1024*1024", "123456x1"])
     def test_bad_sizes(self, size):
-        with pytest.raises(InvalidRequest):
-            ratio_from_size(size)
+        with pytest.raises(InvalidRequest) as caught:
+            parse_size(size)
+        assert (caught.value.param, caught.value.code) == ("size", "invalid_size")
+
+    @pytest.mark.parametrize("prompt,text,seed", [
+        ("A cat --seed 42", "A cat", 42),
+        ("A cat --seed 7 16:9", "A cat", 7),
+        ("--SEED 0 A cat", "A cat", 0),
+        (f"A cat --seed {MAX_SEED}.", "A cat.", MAX_SEED),
+        ("A cat with seeds", "A cat with seeds", None),
+    ])
+    def test_seed_flag_is_taken_out(self, prompt, text, seed):
+        parsed = parse_prompt(prompt)
+        assert (parsed.text, parsed.seed) == (text, seed)
+
+    @pytest.mark.parametrize("value", ["-1", "1.5", "abc", str(MAX_SEED + 1), "9" * 40, "٣"])
+    def test_bad_seed_flag_is_400(self, value):
+        with pytest.raises(InvalidRequest) as caught:
+            parse_prompt(f"A cat --seed {value}", param="prompt")
+        assert (caught.value.param, caught.value.code) == ("prompt", "invalid_seed")
 
 
 class TestChatText:

@@ -100,12 +100,14 @@ class TestChat:
                                   "💬 Prompt generation model: Original Prompt\n"
                                   "📐 Image specifications: 1024x576\n"
                                   "🌐 Optimized prompt: A cute cat\n")
-        assert "🌟 Image generation successful!\nHere's the result:\n\n" in content
+        (call,) = fake.calls_to("ai")
+        seed = call.json["seed"]
+        assert (f"🌟 Image generation successful!\n🎲 Seed: {seed} (add --seed {seed} to the "
+                "prompt to get this picture again)\nHere's the result:\n\n") in content
         url = image_url(content)
         assert url.startswith("http://localhost/image/")
-        (call,) = fake.calls_to("ai")
         assert call.model == "@cf/black-forest-labs/flux-1-schnell"
-        assert call.json == {"prompt": "A cute cat", "steps": 4}
+        assert call.json == {"prompt": "A cute cat", "steps": 4, "seed": seed}
         image = fetch_image(client, url)
         assert image.status_code == 200 and image.content_type == "image/jpeg"
         assert image.headers["X-Content-Type-Options"] == "nosniff"
