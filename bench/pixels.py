@@ -3,7 +3,8 @@
 Measures `imaging.prepare_image` with process CPU time (not wall time), for
 the fake Cloudflare's 1024x1024 JPEG (what flux-1-schnell sends; smooth, so
 cheap to code) and for a noisy 1024x1024 JPEG (closer to a detailed photo),
-kept as is (1:1) and cropped to 16:9 (1024x576).
+kept as is (1:1) and cropped to 16:9 (1024x576); then each converted to
+PNG (what `gpt-image*` model names get by default) and to WEBP at 1:1.
 
     .venv/bin/python bench/pixels.py [--runs 50]
 """
@@ -31,11 +32,12 @@ def noisy_jpeg() -> bytes:
     return out.getvalue()
 
 
-def cpu_ms(data: bytes, width: int, height: int, runs: int) -> float:
-    prepare_image(data, width, height)  # warm up
+def cpu_ms(data: bytes, width: int, height: int, runs: int, output_format: str | None = None
+           ) -> float:
+    prepare_image(data, width, height, output_format=output_format)  # warm up
     started = time.process_time()
     for _ in range(runs):
-        prepare_image(data, width, height)
+        prepare_image(data, width, height, output_format=output_format)
     return (time.process_time() - started) / runs * 1000
 
 
@@ -46,10 +48,13 @@ def main() -> None:
     runs = parser.parse_args().runs
     images = {"fake (smooth)": fake_cloudflare.FakeCloudflare().image(1024, 1024, "JPEG"),
               "noisy": noisy_jpeg()}
-    print("| image | bytes | 1:1 CPU ms | 16:9 CPU ms |\n|---|---|---|---|")
+    print("| image | bytes | 1:1 CPU ms | 16:9 CPU ms | 1:1 to PNG | 1:1 to WEBP |\n"
+          "|---|---|---|---|---|---|")
     for name, data in images.items():
         print(f"| {name} | {len(data)} | {cpu_ms(data, 1024, 1024, runs):.1f} | "
-              f"{cpu_ms(data, 1024, 576, runs):.1f} |")
+              f"{cpu_ms(data, 1024, 576, runs):.1f} | "
+              f"{cpu_ms(data, 1024, 1024, runs, 'png'):.1f} | "
+              f"{cpu_ms(data, 1024, 1024, runs, 'webp'):.1f} |")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ def plan_response(request: ResponsesRequest, services: Services) -> chat.ChatPla
                               prompt_model=services.images.prompt_model, size=size)
     if plan.job is None or tool is None:
         return plan
-    job = dataclasses.replace(plan.job, output_format=tool.output_format,
+    # The tool is GPT-image's: PNG unless it says otherwise, as OpenAI answers.
+    job = dataclasses.replace(plan.job, output_format=tool.output_format or "png",
                               output_compression=tool.output_compression)
     return dataclasses.replace(plan, job=job)
 

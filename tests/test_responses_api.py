@@ -187,6 +187,16 @@ class TestNonStream:
         assert message["type"] == "message"
         assert "📐 Image specifications: 1024x1024" in response.output_text
 
+    def test_a_tool_size_off_the_models_step_is_delivered_exactly_and_said(self, client, fake):
+        tool = {**IMAGE_TOOL, "size": "1001x610"}
+        body = post(client, {"input": "A cute cat", "model": "flux-2-dev", "tools": [tool]}).json
+        call, _ = body["output"]
+        assert decoded(call["result"]).size == (1001, 610)
+        form = fake.calls_to("ai")[0].form
+        assert (form["width"], form["height"]) == ("1008", "608")
+        assert ("📐 Image specifications: 1001x610 (drawn at 1008x608, the nearest size the "
+                "model makes, then fitted)") in validated(body).output_text
+
     def test_image_tool_output_format_is_honoured(self, client):
         tool = {**IMAGE_TOOL, "output_format": "webp", "output_compression": 80}
         call = post(client, {"input": CAT, "tools": [tool]}).json["output"][0]
