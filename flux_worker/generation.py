@@ -90,12 +90,14 @@ class Capacity:
         self._used = 0
         self._lock = threading.Lock()
 
-    def try_acquire(self, slots: int = 1) -> bool:
+    def acquire_up_to(self, wanted: int) -> int:
+        """Take as many slots as are free, up to `wanted`; 0 when none is."""
         with self._lock:
-            if self._used + slots > self.limit:
-                return False
-            self._used += slots
-            return True
+            taken = min(wanted, self.limit - self._used)
+            if taken <= 0:
+                return 0
+            self._used += taken
+            return taken
 
     def release(self, slots: int = 1) -> None:
         with self._lock:
@@ -184,14 +186,15 @@ class ImageService:
         try:
             return self.workers_ai.generate(model, inputs), sent_seed
         except InvalidRequest as exc:
-            if sent_seed is None or not _refuses_seed(exc):
+            if sent_seed is None or not _refuses_seed_field(exc):
                 raise
-            # A refused call makes nothing and costs nothing: ask again without it.
-            log.warning("%s refused a seed (%s); sending it none from now on", model.id,
-                        exc.message)
-            self.seedless_models.add(model.id)
-            inputs.pop(model.seed_field or "seed", None)
-            return self.workers_ai.generate(model, inputs), None
+        # A refused call makes nothing and costs nothing: ask once more without
+        # the seed. Only if that works is the model sent none from then on.
+        inputs.pop(model.seed_field or "seed", None)
+        answer = self.workers_ai.generate(model, inputs)
+        log.warning("%s refused the seed field; sending it none from now on", model.id)
+        self.seedless_models.add(model.id)
+        return answer, None
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=False)
@@ -202,8 +205,8 @@ class GenerationRun:
 
     The only owner of its capacity: it reserves its slots when created (or
     raises before anything started) and releases them exactly once, when its
-    work ends on whatever path. A run of more images than the cap makes them
-    that many at a time. Each upstream call inside is bounded by its own
+    work ends on whatever path. A run of more images than it has slots makes
+    them that many at a time. Each upstream call inside is bounded by its own
     deadline, so a run always ends.
     """
 
@@ -211,8 +214,10 @@ class GenerationRun:
         if service.workers_ai is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
-        slots = min(count, service.capacity.limit)
-        if not service.capacity.try_acquire(slots):
+        # As many slots as are free: a big run under load goes slower rather
+        # than being refused or keeping others out.
+        slots = service.capacity.acquire_up_to(count)
+        if not slots:
             raise RateLimited("This server is busy with other images; try again in a few "
                               "seconds.", retry_after=5)
         self._service = service
@@ -290,9 +295,17 @@ class GenerationRun:
             self._service.capacity.release(self._slots)
 
 
-def _refuses_seed(exc: InvalidRequest) -> bool:
-    """Whether Workers AI's validation error is about the seed field."""
-    return exc.code == "upstream_validation_error" and "seed" in exc.message.lower()
+def _refuses_seed_field(exc: InvalidRequest) -> bool:
+    """Whether Workers AI refused the seed field itself (its schema's
+    `additionalProperties: false`), not a seed value: the message is about an
+    additional property and names the seed or no property at all."""
+    if exc.code != "upstream_validation_error":
+        return False
+    message = exc.message.lower()
+    if "additional propert" not in message:
+        return False
+    named = message.rsplit("additional propert", 1)[1]
+    return "seed" in named or "(" not in named
 
 
 def _as_error(exc: Exception) -> FluxWorkerError:

@@ -100,7 +100,8 @@ def prepare_image(data: bytes, width: int, height: int, *, output_format: str | 
             content_type = _CONTENT_TYPES[target]
             if (src_w, src_h) == (width, height) and target == fmt:
                 return PreparedImage(data, content_type, width, height)
-            fitted = _fit(image, target, width, height, quality or DEFAULT_QUALITY)
+            fitted = _fit(image, target, width, height,
+                          DEFAULT_QUALITY if quality is None else quality)
             return PreparedImage(fitted, content_type, width, height)
     except _DECODE_FAILURES as exc:
         raise UpstreamError(NOT_AN_IMAGE) from exc

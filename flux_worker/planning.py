@@ -61,10 +61,11 @@ def plan_job(prompt: str, model: ImageModel, *, size: str | None = None, seed: o
         limit, a bad seed, or a size or ratio the model cannot make; `param`
         names the field the client must change.
     """
+    given_seed = check_seed(seed, "seed") if seed is not None else None
     parsed = parse_prompt(prompt, param=prompt_param)
     if not parsed.text:
-        raise InvalidRequest("The prompt is empty once the aspect ratio is taken out.",
-                             param=prompt_param)
+        raise InvalidRequest("The prompt has no text to draw once its aspect ratio, --seed and "
+                             "--no are taken out.", param=prompt_param)
     if len(parsed.text) > model.max_prompt_chars:
         raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
                              f"most {model.max_prompt_chars}.", param=prompt_param,
@@ -76,8 +77,7 @@ def plan_job(prompt: str, model: ImageModel, *, size: str | None = None, seed: o
     else:
         width, height = asked
         draw_size = exact_size(width, height, model)
-    given = parsed.seed if parsed.seed is not None else (
-        check_seed(seed, "seed") if seed is not None else None)
+    given = parsed.seed if parsed.seed is not None else given_seed
     return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
                     negative_prompt=parsed.negative, draw_size=draw_size,
                     seed=given if given is not None else random_seed(),

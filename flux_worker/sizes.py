@@ -76,15 +76,15 @@ def parse_prompt(prompt: str, param: str = "messages") -> ParsedPrompt:
     text = prompt
     negative = ""
     seed = None
+    match = _NEGATIVE.search(text)  # first: it ends where the next flag begins
+    if match:
+        negative = match.group(1).strip()
+        text = _cut(text, match.start(), match.end())
     match = _SEED.search(text)
     if match:
         value = match.group(1).rstrip(_TRAILING)  # "--seed 7." keeps its full stop
         seed = check_seed(value, param, flag=True)
         text = _cut(text, match.start(), match.start(1) + len(value))
-    match = _NEGATIVE.search(text)
-    if match:
-        negative = match.group(1).strip()
-        text = _cut(text, match.start(), match.end())
     match = _EXPLICIT.search(text)
     if match:
         ratio = _to_ratio(match.group(1).rstrip(_TRAILING))
@@ -112,10 +112,12 @@ def check_seed(value: object, param: str, flag: bool = False) -> int:
 
     :raises InvalidRequest: for anything but a whole number from 0 to MAX_SEED.
     """
+    written = value
     if flag and isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value) if len(value) <= 10 else -1
+        digits = value.lstrip("0") or "0"
+        value = int(digits) if len(digits) <= 10 else -1  # int() of a huge text is slow
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        shown = f"--seed {value}" if flag else "seed"
+        shown = f"--seed {str(written)[:24]}" if flag else "seed"
         raise InvalidRequest(f"{shown} must be a whole number from 0 to {MAX_SEED}.",
                              param=param, code="invalid_seed")
     return value

@@ -71,11 +71,11 @@ class TestFormats:
 
     def test_output_compression_makes_a_smaller_jpeg(self, client, fake):
         sizes = []
-        for compression in (95, 20):
+        for compression in (95, 20, 0):
             body = generate(client, prompt="A castle", output_format="jpeg", size="800x800",
                             output_compression=compression, response_format="b64_json")
             sizes.append(len(base64.b64decode(body["data"][0]["b64_json"])))
-        assert sizes[1] < sizes[0]
+        assert sizes[2] < sizes[1] < sizes[0]  # 0 is the lowest quality, not "unset"
 
     def test_the_models_own_bytes_are_kept_when_nothing_differs(self, client, fake):
         body = generate(client, prompt="A castle", output_format="jpeg", seed=5,
@@ -160,6 +160,19 @@ class TestSizesAndCount:
         generate(client, prompt="A castle", seed=7)
         first, second = fake.calls_to("ai")
         assert first.json == second.json == {"prompt": "A castle", "steps": 4, "seed": 7}
+
+    def test_a_run_takes_the_slots_that_are_free_rather_than_a_429(self, make_app, fake):
+        app = make_app(max_concurrent_generations=3)
+        capacity = app.extensions["flux_worker"].images.capacity
+        assert capacity.acquire_up_to(2) == 2  # others' generations in flight
+        data = generate(app.test_client(), prompt="A cat", n=4)["data"]
+        assert len(data) == 4 and capacity.in_use == 2
+        capacity.release(2)
+
+    def test_a_bad_seed_field_is_400_even_with_a_seed_in_the_prompt(self, client, fake):
+        response = client.post("/v1/images/generations", headers=AUTH,
+                               json={"prompt": "A cat --seed 5", "seed": -5})
+        assert_error(response, 400, "invalid_seed")
 
     def test_more_images_than_the_cap_are_made_that_many_at_a_time(self, make_app, fake,
                                                                     monkeypatch):

@@ -9,6 +9,7 @@ import io
 import pytest
 from PIL import Image
 
+import fake_cloudflare
 from conftest import AUTH
 from flux_worker.models import REGISTRY
 from flux_worker.sizes import SEED_SIZES
@@ -51,6 +52,31 @@ class TestRequestShapes:
         assert call.headers["content-type"].startswith("application/json")
         assert call.json == {"prompt": "A cute cat", "steps": 4, "seed": call.json["seed"]}
         assert 0 <= call.json["seed"] < 2**31
+
+    @pytest.mark.parametrize("message", [
+        "AiError: Bad input: Error: /seed must be <= 2147483647",  # a value, not the field
+        "AiError: Bad input: Error: a sunflower seed must NOT have fewer than 1 characters",
+        "AiError: Bad input: Error: must NOT have additional properties (width)",
+    ])
+    def test_other_refusals_that_mention_seeds_switch_nothing_off(self, app, client, fake,
+                                                                  message):
+        fake.inject("ai", fake_cloudflare.status(400, [(5006, message)]))
+        response = client.post("/v1/images/generations", headers=AUTH,
+                               json={"prompt": "a sunflower seed", "seed": 3000000000})
+        assert response.status_code == 400
+        assert len(fake.calls_to("ai")) == 1
+        chat(client, "A cat --seed 42")
+        assert fake.calls_to("ai")[-1].json["seed"] == 42
+        assert app.extensions["flux_worker"].images.seedless_models == set()
+
+    def test_a_failed_retry_without_the_seed_switches_nothing_off(self, app, client, fake):
+        refusal = fake_cloudflare.status(400, [(5006, "AiError: Bad input: Error: must NOT "
+                                                      "have additional properties")])
+        fake.inject("ai", refusal, refusal)
+        response = client.post("/v1/images/generations", headers=AUTH, json={"prompt": "A cat"})
+        assert response.status_code == 400
+        assert ["seed" in call.json for call in fake.calls_to("ai")] == [True, False]
+        assert app.extensions["flux_worker"].images.seedless_models == set()
 
     def test_a_model_that_refuses_the_seed_is_asked_again_without_it(self, app, client, fake):
         """flux-1-schnell's schema lists no seed: should Cloudflare enforce that, the

@@ -96,6 +96,14 @@ class TestRatios:
         with pytest.raises(InvalidRequest) as caught:
             parse_prompt(f"A cat --seed {value}", param="prompt")
         assert (caught.value.param, caught.value.code) == ("prompt", "invalid_seed")
+        assert f"--seed {value[:24]} must be" in caught.value.message  # what was written
+
+    def test_a_zero_padded_seed_is_that_number(self):
+        assert parse_prompt("A cat --seed 00000000001").seed == 1
+
+    def test_a_seed_after_no_ends_the_negative_text(self):
+        parsed = parse_prompt("a cat --no dogs --seed 5 on a sofa")
+        assert (parsed.text, parsed.negative, parsed.seed) == ("a cat on a sofa", "dogs", 5)
 
 
 class TestChatText:
