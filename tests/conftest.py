@@ -93,11 +93,12 @@ def session():
     s.close()
 
 
-def parse_sse(text: str) -> tuple[list[object], list[str]]:
+def parse_sse(text: str, named: bool = False) -> tuple[list[object], list[str]]:
     """Split an SSE body into its data payloads (JSON or "[DONE]") and comments.
 
     An `event:` line must name the JSON `type` of the data in its block, and
-    never stand without data (the openai SDK crashes on that).
+    never stand without data (the openai SDK crashes on that); with `named`,
+    every payload must have one, as OpenAI's Responses and image streams do.
     """
     events, comments = [], []
     for block in re.split(r"\r?\n\r?\n", text):
@@ -113,6 +114,8 @@ def parse_sse(text: str) -> tuple[list[object], list[str]]:
                 if name is not None:
                     assert isinstance(events[-1], dict) and events[-1].get("type") == name
                     name = None
+                else:
+                    assert not named, f"data without an event: line: {block!r}"
             elif line.strip():
                 raise AssertionError(f"unexpected SSE line: {line!r}")
         assert name is None, f"an event: line without data: {block!r}"

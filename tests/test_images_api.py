@@ -294,7 +294,7 @@ class TestStreaming:
                                json={"stream": True, **body})
         assert response.status_code == 200
         assert response.mimetype == "text/event-stream"
-        return parse_sse(response.get_data(as_text=True))
+        return parse_sse(response.get_data(as_text=True), named=True)
 
     def test_each_image_is_a_completed_event_the_sdk_types_accept(self, client, fake):
         events, _ = self.stream(client, prompt="A cute cat 16:9", n=2, partial_images=2,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 
 import httpx2 as httpx
@@ -17,7 +16,7 @@ from PIL import Image
 from pydantic import TypeAdapter
 
 import fake_cloudflare
-from conftest import AUTH
+from conftest import AUTH, parse_sse
 from shapes import assert_shape
 
 CAT = "A cute cat 16:9"
@@ -52,28 +51,11 @@ def post(client, body: dict, **kwargs):
 
 
 def read_sse(text: str) -> tuple[list[dict], list[str]]:
-    """Split a Responses SSE body into events and comments, checking the framing:
-    every `event:` line comes with a `data:` line that has the same type."""
-    events, comments = [], []
-    for block in filter(None, re.split(r"\r?\n\r?\n", text)):
-        name, data = None, None
-        for line in block.splitlines():
-            if line.startswith(":"):
-                comments.append(line)
-            elif line.startswith("event: "):
-                name = line[len("event: "):]
-            elif line.startswith("data: "):
-                data = line[len("data: "):]
-            else:
-                raise AssertionError(f"unexpected SSE line: {line!r}")
-        if name is None and data is None:
-            continue
-        assert name is not None and data is not None, block
-        assert data != "[DONE]"  # OpenAI sends none on this endpoint
-        event = json.loads(data)
-        assert event["type"] == name
-        events.append(event)
-    return events, comments
+    """Events and comments of a Responses stream: every payload named by an
+    `event:` line with its type, and no `[DONE]` (OpenAI sends none here)."""
+    events, comments = parse_sse(text, named=True)
+    assert all(isinstance(event, dict) for event in events)
+    return [event for event in events if isinstance(event, dict)], comments
 
 
 def stream(client, body: dict) -> tuple[list[dict], list[str]]:
