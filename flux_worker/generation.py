@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
 from .http_session import Answer
-from .imaging import prepare_image
+from .imaging import FORMAT_NAMES, prepare_image
 from .optimizer import PromptOptimizer
 from .planning import ImageJob, image_seeds
 from .store import ImageStore
@@ -45,6 +45,11 @@ class Image:
     width: int
     height: int
     seed: int | None = None  # the seed the model was given; None when it took none
+
+    @property
+    def output_format(self) -> str:
+        """OpenAI's name for the format: png, jpeg or webp."""
+        return FORMAT_NAMES[self.content_type]
 
 
 @dataclass(frozen=True)

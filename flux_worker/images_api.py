@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import openai_format, sse
 from .errors import InvalidRequest, error_body
 from .generation import Image, ImageService, Progress, RunResult
+from .imaging import OUTPUT_FORMATS
 from .models import ImageModel
 from .planning import BOOLEAN, INTEGER, STRING, ImageJob, check_optional_types, plan_job
 
@@ -32,11 +33,10 @@ _CHOICES = {
     "style": ("vivid", "natural"),
     "background": ("auto", "opaque", "transparent"),
     "moderation": ("auto", "low"),
-    "output_format": ("png", "jpeg", "webp"),
+    "output_format": tuple(OUTPUT_FORMATS),
     "response_format": ("url", "b64_json"),
 }
 _RANGES = {"n": (1, MAX_IMAGES), "output_compression": (0, 100), "partial_images": (0, 3)}
-_MIME_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def generate(service: ImageService, request: ImagesRequest, job: ImageJob,
     first = result.images[0]
     # `size` is left out: the published schema allows only three sizes.
     return {**openai_format.images_response(items), "background": "opaque",
-            "output_format": _format_of(first), "quality": request.quality,
+            "output_format": first.output_format, "quality": request.quality,
             "usage": _usage(request.prompt, len(result.images))}
 
 
@@ -138,11 +138,11 @@ class _StreamProgress(Progress):
         self.channel = channel
 
     def image_made(self, image: Image) -> None:
-        self.channel.send(_named_event({
+        self.channel.send(sse.named_event({
             "type": "image_generation.completed",
             "b64_json": base64.b64encode(image.data).decode("ascii"),
             "created_at": int(time.time()), "background": "opaque",
-            "output_format": _format_of(image), "quality": self.request.quality,
+            "output_format": image.output_format, "quality": self.request.quality,
             "size": f"{image.width}x{image.height}",
             "usage": _usage(self.request.prompt, 1, output_details=False),
         }))
@@ -150,7 +150,7 @@ class _StreamProgress(Progress):
     def finished(self, result: RunResult) -> None:
         try:
             if not result.images:
-                self.channel.send(_named_event({"type": "error",
+                self.channel.send(sse.named_event({"type": "error",
                                                 **error_body(result.first_error())}))
         finally:
             self.channel.close()
@@ -167,15 +167,6 @@ def stream(service: ImageService, request: ImagesRequest, job: ImageJob,
     channel = sse.EventChannel()
     service.start(job, count=request.n, progress=_StreamProgress(request, channel))
     return channel.frames(keepalive_seconds)
-
-
-def _named_event(payload: dict) -> str:
-    """An SSE event with OpenAI's `event:` line (clients read the JSON `type`)."""
-    return f"event: {payload['type']}\n" + sse.event(payload)
-
-
-def _format_of(image: Image) -> str:
-    return _MIME_FORMATS.get(image.content_type, "png")
 
 
 def _usage(prompt: str, images: int, output_details: bool = True) -> dict:

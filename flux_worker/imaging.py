@@ -21,8 +21,9 @@ _SIGNATURES = (
 
 # The formats models send; Pillow is never asked to parse anything else.
 _CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-# OpenAI's output_format names -> Pillow's
+# OpenAI's output_format names -> Pillow's, and each content type -> its name
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+FORMAT_NAMES = {_CONTENT_TYPES[pillow]: name for name, pillow in OUTPUT_FORMATS.items()}
 DEFAULT_QUALITY = 92  # JPEG/WEBP quality when re-encoding and the client named none
 
 # Bounds checked on the header, before a single pixel is decoded. The largest

@@ -24,6 +24,7 @@ from flask import Response
 from . import chat, openai_format, sse
 from .errors import ContentPolicyViolation, FluxWorkerError, InvalidRequest, RateLimited
 from .generation import Image, ImageService, OptimizedPrompt, RunResult
+from .imaging import OUTPUT_FORMATS
 from .planning import BOOLEAN, INTEGER, NUMBER, OBJECT, STRING, check_optional_types
 
 if TYPE_CHECKING:  # routes imports this module
@@ -41,8 +42,6 @@ _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
 # Echoed into the Response as sent (null when absent), as OpenAI does.
 _ECHOED_FIELDS = ("temperature", "top_p", "metadata", "max_output_tokens",
                   "previous_response_id", "user", "safety_identifier")
-_IMAGE_FORMATS = ("png", "jpeg", "webp")
-_FORMATS_BY_TYPE = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 _QUALITIES = ("low", "medium", "high")
 # The message parts that hold text; images (a later issue), files and refusals are skipped.
 _TEXT_PARTS = ("input_text", "output_text")
@@ -170,7 +169,7 @@ def image_tool(tools: list) -> ImageTool | None:
         if tool.get("type") != "image_generation":
             continue
         output_format = tool.get("output_format")
-        if output_format is not None and output_format not in _IMAGE_FORMATS:
+        if output_format is not None and output_format not in OUTPUT_FORMATS:
             raise InvalidRequest("output_format must be png, jpeg or webp.",
                                  param=f"tools[{index}].output_format")
         compression = tool.get("output_compression")
@@ -235,6 +234,7 @@ class _Answer:
         wants_image = request.image_tool is not None and plan.job is not None
         self.image_call_id = "ig_" + secrets.token_hex(24) if wants_image else None
         self.message_index = 1 if wants_image else 0
+        self._encoded: dict[str, str] = {}  # image key -> base64, made once per stream
 
     def response(self, status: str, output: list[dict], *, text: str | None = None,
                  error: FluxWorkerError | None = None) -> dict:
@@ -269,8 +269,9 @@ class _Answer:
         if result is not None and result.images:
             image: Image = result.images[0]
             tool = self.request.image_tool
-            item.update(result=base64.b64encode(image.data).decode("ascii"),
-                        output_format=_FORMATS_BY_TYPE.get(image.content_type, "png"),
+            if image.key not in self._encoded:  # sent in output_item.done and completed
+                self._encoded[image.key] = base64.b64encode(image.data).decode("ascii")
+            item.update(result=self._encoded[image.key], output_format=image.output_format,
                         size=f"{image.width}x{image.height}", background="opaque",
                         quality=(tool.quality if tool else None) or "auto")
             revised = _revised_prompt(self.images, result.optimized)
@@ -340,7 +341,7 @@ class _Events:
     def frame(self, kind: str, **fields: object) -> str:
         payload = {"type": kind, "sequence_number": self.sequence_number, **fields}
         self.sequence_number += 1
-        return f"event: {kind}\n" + sse.event(payload)
+        return sse.named_event(payload)
 
     def opening(self, text: str) -> str:
         """Everything up to the first text: sent at once, before any upstream call."""

@@ -14,8 +14,15 @@ _END = object()
 
 
 def event(payload: dict) -> str:
-    """Frame one JSON payload as a `data:` event (no `event:` names: clients choke)."""
+    """Frame one JSON payload as a `data:` event (chat streams: no `event:`
+    names, which some chat clients choke on)."""
     return "data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n\n"
+
+
+def named_event(payload: dict) -> str:
+    """Frame a typed payload as OpenAI's image and Responses streams do: an
+    `event:` line naming its `type`, then its `data:` line (never one alone)."""
+    return f"event: {payload['type']}\n" + event(payload)
 
 
 class EventChannel:
