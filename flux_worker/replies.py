@@ -1,7 +1,9 @@
 """The chat reply's text, in the configured language: one template for all modes.
 
 Streams send these pieces as they become true; non-stream replies join the
-same pieces, so both read the same.
+same pieces, so both read the same. Every line is its own paragraph (a blank
+line after it): CommonMark joins lines split by a single newline into one
+paragraph, and strict renderers show them run together.
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ def load_texts(language: str) -> dict[str, str]:
     return json.loads((LOCALES / f"{language}.json").read_text(encoding="utf-8"))
 
 
+def _paragraphs(*lines: str) -> str:
+    """Lines as separate Markdown paragraphs; the text ends with a blank line."""
+    return "".join(line + "\n\n" for line in lines)
+
+
 class ReplyText:
-    """Builds the pieces of one reply; each piece ends with a newline."""
+    """Builds the pieces of one reply; each piece ends with a blank line but the
+    last (the image, or the failure), which ends with a newline."""
 
     def __init__(self, language: str, *, original: str, width: int, height: int,
                  prompt_model: str | None, drawn: tuple[int, int] | None = None):
@@ -34,21 +42,21 @@ class ReplyText:
     def opening(self) -> str:
         """What is known before any upstream call: prompt, prompt model, size."""
         t = self._t
-        return (t["original_prompt"].format(prompt=self.original) + "\n"
-                + t["prompt_model"].format(model=self.prompt_model) + "\n"
-                + t["image_size"].format(size=self.size) + "\n")
+        return _paragraphs(t["original_prompt"].format(prompt=self.original),
+                           t["prompt_model"].format(model=self.prompt_model),
+                           t["image_size"].format(size=self.size))
 
     def optimized(self, prompt: str, failed: bool = False) -> str:
-        line = self._t["optimized_prompt"].format(prompt=prompt) + "\n"
-        return line + (self._t["optimization_failed"] + "\n" if failed else "")
+        lines = [self._t["optimized_prompt"].format(prompt=prompt)]
+        return _paragraphs(*lines, *([self._t["optimization_failed"]] if failed else []))
 
     def generating(self, model_id: str) -> str:
-        return self._t["generating"].format(model=model_id.rsplit("/", 1)[-1]) + "\n"
+        return _paragraphs(self._t["generating"].format(model=model_id.rsplit("/", 1)[-1]))
 
     def result(self, url: str, seed: int | None = None) -> str:
         t = self._t
-        seed_line = t["seed"].format(seed=seed) + "\n" if seed is not None else ""
-        return f"{t['success']}\n{seed_line}{t['result']}\n\n![{t['image_alt']}]({url})"
+        seed_line = [t["seed"].format(seed=seed)] if seed is not None else []
+        return _paragraphs(t["success"], *seed_line, t["result"]) + f"![{t['image_alt']}]({url})\n"
 
     def failure(self, message: str) -> str:
-        return "\n" + self._t["failed"].format(message=message)
+        return self._t["failed"].format(message=message) + "\n"

@@ -170,15 +170,15 @@ class TestReplies:
         text = (reply.opening() + reply.optimized("A cat, soft light")
                 + reply.generating("@cf/x/flux-1-schnell") + reply.result("http://h/image/k"))
         assert "A cat" in text and "1024x576" in text and "flux-1-schnell" in text
-        assert text.endswith("](http://h/image/k)")
+        assert text.endswith("](http://h/image/k)\n")
         assert load_texts(language)["original_prompt_model"] in text
         assert "{" not in text
 
     def test_english_follows_the_seed_wording(self):
         reply = ReplyText("en", original="A cat", width=1024, height=1024, prompt_model="gpt-4o")
-        assert reply.opening().splitlines() == [
+        assert reply.opening().split("\n\n") == [
             "🎨 Original prompt: A cat", "💬 Prompt generation model: gpt-4o",
-            "📐 Image specifications: 1024x1024"]
+            "📐 Image specifications: 1024x1024", ""]
         assert "🌟 Image generation successful!" in reply.result("u")
 
     def test_response_language_setting_picks_the_template(self, make_app, fake):

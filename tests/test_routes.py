@@ -96,14 +96,14 @@ class TestChat:
         assert response.status_code == 200
         assert_shape("ChatCompletion", response.json)
         content = response.json["choices"][0]["message"]["content"]
-        assert content.startswith("🎨 Original prompt: A cute cat 16:9\n"
-                                  "💬 Prompt generation model: Original Prompt\n"
-                                  "📐 Image specifications: 1024x576\n"
-                                  "🌐 Optimized prompt: A cute cat\n")
+        assert content.startswith("🎨 Original prompt: A cute cat 16:9\n\n"
+                                  "💬 Prompt generation model: Original Prompt\n\n"
+                                  "📐 Image specifications: 1024x576\n\n"
+                                  "🌐 Optimized prompt: A cute cat\n\n")
         (call,) = fake.calls_to("ai")
         seed = call.json["seed"]
-        assert (f"🌟 Image generation successful!\n🎲 Seed: {seed} (add --seed {seed} to the "
-                "prompt to get this picture again)\nHere's the result:\n\n") in content
+        assert (f"🌟 Image generation successful!\n\n🎲 Seed: {seed} (add --seed {seed} to "
+                "the prompt to get this picture again)\n\nHere's the result:\n\n") in content
         url = image_url(content)
         assert url.startswith("http://localhost/image/")
         assert call.model == "@cf/black-forest-labs/flux-1-schnell"
@@ -314,7 +314,7 @@ class TestOptimizer:
         fake.inject("optimizer", *[fake_cloudflare.status(503)] * 4)
         content = client.post("/v1/chat/completions", headers=AUTH, json=CAT).json[
             "choices"][0]["message"]["content"]
-        assert "🌐 Optimized prompt: A cute cat\n⚠️ Prompt optimization failed" in content
+        assert "🌐 Optimized prompt: A cute cat\n\n⚠️ Prompt optimization failed" in content
         assert fake.calls_to("ai")[0].json["prompt"] == "A cute cat"
 
 
