@@ -15,6 +15,7 @@ from . import error_handlers, logs, routes
 from .generation import ImageService
 from .http_session import RetryPolicy, Upstream, make_session
 from .kv import KVClient
+from .links import LinkOrigins
 from .models import ModelCatalog
 from .optimizer import PromptOptimizer
 from .rate_limit import init_rate_limit
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
-    app.extensions["flux_worker"] = routes.Services(settings, catalog, images, store)
+    app.extensions["flux_worker"] = routes.Services(settings, catalog, images, store,
+                                                    LinkOrigins(settings.public_base_url))
 
     CORS(app, origins="*", max_age=86400,
          allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID",

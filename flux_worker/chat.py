@@ -20,8 +20,9 @@ from .planning import (
     check_optional_types,
     plan_job,
 )
-from .prompts import chat_messages, housekeeping_reply, is_housekeeping, last_user_text
+from .prompts import chat_messages, last_user_text
 from .replies import ReplyText
+from .side_requests import side_request
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,19 @@ _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "temperature": NUMBER, "top_p": NUMBER, "presence_penalty": NUMBER,
     "frequency_penalty": NUMBER, "max_tokens": INTEGER, "max_completion_tokens": INTEGER,
     "n": INTEGER, "user": STRING, "seed": INTEGER, "stream_options": OBJECT,
-    "model": STRING, "stream": BOOLEAN,
+    "model": STRING, "stream": BOOLEAN, "response_format": OBJECT,
 }
 
 
 @dataclass(frozen=True)
 class ChatRequest:
     messages: list[dict]
-    prompt: str
+    prompt: str  # the user's words; "" when there are none (a side request may have none)
     stream: bool
     include_usage: bool
     model_name: str | None
     seed: int | None = None  # checked when planned (--seed in the prompt wins)
+    response_format: dict | None = None  # JSON asked for: a front end's side request
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -58,9 +60,14 @@ def parse_chat_request(body: object) -> ChatRequest:
         raise InvalidRequest("stream_options.include_usage must be true or false.",
                              param="stream_options.include_usage")
     messages = chat_messages(body.get("messages"))
-    return ChatRequest(messages=messages, prompt=last_user_text(messages),
+    try:
+        prompt = last_user_text(messages)
+    except InvalidRequest:  # raised when planned, unless it is a side request
+        prompt = ""
+    return ChatRequest(messages=messages, prompt=prompt,
                        stream=bool(body.get("stream")), include_usage=include_usage,
-                       model_name=body.get("model"), seed=body.get("seed"))
+                       model_name=body.get("model"), seed=body.get("seed"),
+                       response_format=body.get("response_format"))
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,10 @@ class ChatPlan:
 
     chat: ChatRequest
     model: ImageModel
-    text: str | None = None  # the whole answer for housekeeping requests
+    text: str | None = None  # the whole answer to a front end's side request
     job: ImageJob | None = None
     reply: ReplyText | None = None
+    kind: str = "picture"  # or the side request's kind, for the access log
 
 
 def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
@@ -82,8 +90,11 @@ def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
     :raises InvalidRequest: for an empty prompt, a prompt over the model's
         limit, a bad seed, or a size or ratio the model cannot make.
     """
-    if is_housekeeping(chat.prompt):
-        return ChatPlan(chat, model, text=housekeeping_reply(chat.prompt, chat.messages))
+    side = side_request(chat.messages, chat.response_format, language)
+    if side is not None:
+        return ChatPlan(chat, model, text=side.answer, kind=side.kind)
+    if not chat.prompt:
+        last_user_text(chat.messages)  # raises the reason there is no prompt
     job = plan_job(chat.prompt, model, size=size, seed=chat.seed, prompt_param="messages")
     reply = ReplyText(language, original=chat.prompt, width=job.width, height=job.height,
                       prompt_model=prompt_model, drawn=job.draw_size)

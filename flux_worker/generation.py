@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import access
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
 from .http_session import Answer
 from .imaging import FORMAT_NAMES, prepare_image
@@ -172,6 +173,7 @@ class ImageService:
         key = new_image_key()
         self.store.put(key, prepared.data, self.expiration)
         timings["store_ms"] = (time.monotonic() - started) * 1000
+        access.count_image()
         log.info("image generated key=%s model=%s size=%dx%d seed=%s %s", key, job.model.id,
                  job.width, job.height, sent_seed,
                  " ".join(f"{k}={v:.0f}" for k, v in timings.items()))

@@ -19,11 +19,13 @@ from typing import TextIO
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
+from .access import RequestRecord, current_record, request_record_var
 from .redaction import Redactor
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("flux_worker.access")
+
 
 # One per process: every app created in the process adds its secrets here.
 redactor = Redactor()
@@ -115,7 +117,9 @@ def configure_logging(level: str | int = "info", secrets: Iterable[str] = ()) ->
 
 
 def init_request_ids(app: Flask) -> None:
-    """Accept or make an X-Request-ID, echo it, and log one line per request."""
+    """Accept or make an X-Request-ID, echo it, and log one line per request:
+    method, path, status, duration (a stream's to its end), model, stream flag,
+    kind, images made, client address; the request ID leads the line."""
 
     @app.before_request
     def start_request():
@@ -123,6 +127,7 @@ def init_request_ids(app: Flask) -> None:
         g.request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
         g.started = time.monotonic()
         request_id_var.set(g.request_id)
+        request_record_var.set(RequestRecord())
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -132,11 +137,13 @@ def init_request_ids(app: Flask) -> None:
         started = g.get("started", time.monotonic())
         method, path, status, client = (request.method, request.path, response.status_code,
                                         request.remote_addr)
+        record = current_record()  # a stream's run goes on counting into it
 
         def log_access() -> None:
             elapsed = (time.monotonic() - started) * 1000
             request_id_var.set(request_id)
-            access_log.info("%s %s %s %.1fms client=%s", method, path, status, elapsed, client)
+            access_log.info("%s %s %s %.1fms %s client=%s", method, path, status, elapsed,
+                            record.summary(), client)
             request_id_var.set("-")  # the request is over: later lines of this thread are not its
 
         if response.direct_passthrough:

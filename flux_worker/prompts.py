@@ -1,8 +1,10 @@
-"""Reading the prompt out of a chat request, and spotting clients' side requests."""
+"""Reading the picture prompt out of a chat request: the user's own words,
+without what chat front ends wrap around them (retrieved documents, attached
+files, search results, quotes). Where each front end puts them: docs/clients.md.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 
 from .errors import InvalidRequest
@@ -24,10 +26,11 @@ def chat_messages(messages: object) -> list[dict]:
 
 
 def last_user_text(messages: object) -> str:
-    """Return the text of the last user message.
+    """Return the user's own words in the last user message.
 
-    Content may be a string or a list of parts whose `text` parts are joined;
-    earlier turns (our own image replies among them) are ignored.
+    Content may be a string or a list of parts whose `text` parts are joined
+    (attached files sent as parts of their own are left out); earlier turns
+    (our own image replies among them) are ignored.
 
     :raises InvalidRequest: for a missing, malformed or empty prompt.
     """
@@ -36,93 +39,135 @@ def last_user_text(messages: object) -> str:
     if not user_messages:
         raise InvalidRequest("messages has no user message to take the prompt from.",
                              param="messages")
-    text = message_text(user_messages[-1], len(messages) - 1)
-    if not text.strip():
+    index = len(messages) - 1 - messages[::-1].index(user_messages[-1])
+    text = user_words(" ".join(_words_parts(text_parts(user_messages[-1], index))))
+    if not text:
         raise InvalidRequest("The last user message has no text to draw.", param="messages")
-    return text.strip()
+    return text
 
 
 def message_text(message: dict, index: int = 0) -> str:
-    """Return a message's text: the string, or its `text` parts joined."""
+    """Return a message's whole text: the string, or its `text` parts joined."""
+    return " ".join(text_parts(message, index))
+
+
+def text_parts(message: dict, index: int = 0) -> list[str]:
+    """Return a message's text parts (a string content is one part).
+
+    :raises InvalidRequest: naming messages[index] for malformed content.
+    """
     content = message.get("content")
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict):
-                raise InvalidRequest(f"messages[{index}].content parts must be objects.",
-                                     param=f"messages[{index}].content")
-            if part.get("type", "text") == "text":
-                if not isinstance(part.get("text"), str):
-                    raise InvalidRequest(f"messages[{index}].content text parts need a string"
-                                         " `text`.", param=f"messages[{index}].content")
-                texts.append(part["text"])
-        return " ".join(texts)
+        return [content]
     if content is None:
-        return ""
-    raise InvalidRequest(f"messages[{index}].content must be a string or an array of parts.",
-                         param=f"messages[{index}].content")
+        return []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"messages[{index}].content must be a string or an array of parts.",
+                             param=f"messages[{index}].content")
+    texts = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"messages[{index}].content parts must be objects.",
+                                 param=f"messages[{index}].content")
+        if part.get("type", "text") == "text":
+            if not isinstance(part.get("text"), str):
+                raise InvalidRequest(f"messages[{index}].content text parts need a string"
+                                     " `text`.", param=f"messages[{index}].content")
+            texts.append(part["text"])
+    return texts
 
 
-# Chat clients send their own title/tag/summary requests to the chat model:
-# Open WebUI's "### Task:" prompts, NextChat's "four to five word title" and
-# summary, LibreChat's title. Answering them with an image would cost money.
-_TASK = re.compile(r"^\s*###\s*Task:", re.IGNORECASE)
-_HOUSEKEEPING = re.compile(
-    # An instruction that opens the prompt, not a picture with a title in it
-    # ("A movie poster with a three word title" is a picture).
-    r"^\s*(please\s+)?(generate|write|create|suggest|give|make)\b.{0,60}\bword(-or-less)? title\b"
-    r"|\btitle\b.{0,80}\b(for|of|summari[sz]ing) (the|this|our) (conversation|chat|discussion)"
-    r"|\bsummari[sz]e (the|this|our) (discussion|conversation|chat)",
-    re.IGNORECASE | re.DOTALL,
-)
+# A later text part that is an attached file: Chatbox's <ATTACHMENT_FILE>
+# block, Open WebUI's <attached_files> list, or Cherry Studio's file part
+# (its first line the file's name, then the file's text).
+_FILE_PART = re.compile(r"^\s*<(ATTACHMENT_FILE|attached_files)>"
+                        r"|^[^\n/\\]{1,200}\.[A-Za-z0-9]{1,8}[ \t]*\n")
 
 
-def is_housekeeping(prompt: str) -> bool:
-    """Tell whether a prompt is a client's side request rather than a picture."""
-    return bool(_TASK.search(prompt) or _HOUSEKEEPING.search(prompt[:600]))
+def _words_parts(parts: list[str]) -> list[str]:
+    """The parts that hold the user's words: attached files left out (the first
+    part is kept whatever it holds, unless it is Open WebUI's file list)."""
+    return [part for index, part in enumerate(parts)
+            if not (_FILE_PART.match(part) and (index or part.lstrip().startswith("<")))]
 
 
-def housekeeping_reply(prompt: str, messages: list) -> str:
-    """Answer a side request with short text made from the conversation."""
-    subject = _conversation_subject(prompt, messages)
-    title = " ".join(subject.split()[:5]).strip(" .,:;!?\"'") or "Image generation"
-    if _TASK.search(prompt):
-        lowered = prompt.lower()
-        if "follow" in lowered:
-            return json.dumps({"follow_ups": []})
-        if "tag" in lowered and "title" not in lowered:
-            return json.dumps({"tags": ["Image generation"]})
-        return json.dumps({"title": title}, ensure_ascii=False)
-    return title
+def user_words(text: str) -> str:
+    """The user's own words in a message a front end may have wrapped.
+
+    Each front end marks them its own way: a tag around them, a heading before
+    them, or the end of the block it put in front of them. Unwrapped text is
+    returned as it is, stripped.
+    """
+    for _ in range(_MAX_LAYERS):
+        inner = _unwrap_once(text)
+        if inner is None:
+            break
+        text = inner
+    return _after_quote(text).strip()
 
 
-def _conversation_subject(prompt: str, messages: list) -> str:
-    # Open WebUI puts the chat in the task prompt; others send it as messages.
-    history = _between(prompt, "<chat_history>", "</chat_history>")
-    if history is not None:
-        for line in history.splitlines():
-            if line.strip().upper().startswith("USER:"):
-                return line.split(":", 1)[1]
-    for message in messages:
-        if isinstance(message, dict) and message.get("role") == "user":
-            try:
-                text = message_text(message)
-            except InvalidRequest:
-                continue
-            if text.strip() and not is_housekeeping(text):
-                return re.sub(r"\s\d{1,4}:\d{1,4}\s*$", "", text)
-    return ""
+_MAX_LAYERS = 4  # wrappers seen nested: at most two (Open WebUI 0.6.3x); hostile text stops here
 
 
-def _between(text: str, opening: str, closing: str) -> str | None:
-    """The text between the first opening tag and the next closing one (any case).
+def _unwrap_once(text: str) -> str | None:
+    """The words inside one wrapper, or None when the text has none."""
+    for opening, closing in _AROUND:
+        inner = between(text, opening, closing)
+        if inner is not None and inner.strip():
+            return inner
+    for marker in _BEFORE:
+        cut = text.find(marker)
+        if cut > 0 and text[:cut].strip():
+            return text[:cut]
+    for marker in _AFTER:
+        cut = text.rfind(marker)
+        if cut >= 0 and text[cut + len(marker):].strip():
+            return text[cut + len(marker):]
+    for prefix, end in _LEADING:
+        cut = text.rfind(end)
+        if text.lstrip().startswith(prefix) and cut >= 0 and text[cut + len(end):].strip():
+            return text[cut + len(end):]
+    return None
+
+
+# The words inside: LobeChat's knowledge-base <raw_query> (its </user_query>
+# has no slash), Open WebUI's <user_query> (0.6.x RAG template), Cherry
+# Studio's reference prompt (English and Chinese).
+_AROUND = (("<raw_query>", "</raw_query>"), ("<user_query>", "</user_query>"),
+           ("## My question is:", "## Reference Materials:"), ("## 我的问题是：", "## 参考资料："))
+# The words come first, then the front end's block: LobeChat's system context
+# and knowledge-base block, Chatbox's attachment.
+_BEFORE = ("<!-- SYSTEM CONTEXT (NOT PART OF USER QUERY) -->", "<knowledge_base_qa_info>",
+           "<ATTACHMENT_FILE>")
+# The words come last, after the front end's block: Open WebUI's RAG template
+# (0.6.37 on: no tag, after </context>), its native-mode file list, Chatbox's
+# search results.
+_AFTER = ("</context>", "</attached_files>", "\nUser Message:\n")
+# A block that opens the message and ends with a marker: LibreChat's attached
+# documents in earlier turns (a Markdown code fence).
+_LEADING = (("Attached document(s):", "\n```\n"),)
+
+
+def _after_quote(text: str) -> str:
+    """The words after a quoted passage (`> ` lines, then a blank line or a
+    rule, as Open WebUI, LibreChat, Cherry Studio and Chatbox put them)."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].startswith(">"):
+        return text
+    rest = 0
+    while rest < len(lines) and lines[rest].startswith(">"):
+        rest += 1
+    while rest < len(lines) and (not lines[rest].strip() or set(lines[rest].strip()) == {"-"}):
+        rest += 1
+    return "\n".join(lines[rest:]) or text
+
+
+def between(text: str, opening: str, closing: str) -> str | None:
+    """The text between the first opening marker and the next closing one.
 
     str.find rather than a lazy regex, which takes quadratic time on text
-    full of opening tags.
+    full of opening markers.
     """
-    lowered = text.lower()
-    start = lowered.find(opening)
-    end = lowered.find(closing, start + len(opening)) if start >= 0 else -1
+    start = text.find(opening)
+    end = text.find(closing, start + len(opening)) if start >= 0 else -1
     return text[start + len(opening):end] if end >= 0 else None

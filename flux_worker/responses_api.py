@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from flask import Response
 
-from . import chat, openai_format, sse
+from . import access, chat, openai_format, sse
 from .errors import ContentPolicyViolation, FluxWorkerError, InvalidRequest, RateLimited
 from .generation import Image, ImageService, OptimizedPrompt, RunResult
 from .imaging import OUTPUT_FORMATS
@@ -73,7 +73,9 @@ def respond(services: Services, body: object, image_base_url: str) -> Response |
         missing credentials; for non-stream requests also when no image was made.
     """
     request = parse_responses_request(body)
+    access.describe_request(model=request.chat.model_name, stream=request.stream)
     plan = plan_response(request, services)
+    access.describe_request(model=plan.model.id, kind=plan.kind)
     answer = _Answer(request, plan, services.images, image_base_url)
     if request.stream:
         frames = _stream(answer, services.settings.sse_keepalive_seconds)
@@ -97,7 +99,8 @@ def parse_responses_request(body: object) -> ResponsesRequest:
         raise InvalidRequest("tool_choice must be a string or an object.", param="tool_choice")
     messages = input_messages(body.get("input"), body.get("instructions"))
     with _renamed_param("messages", "input"):
-        chat_request = chat.parse_chat_request({"messages": messages, "model": body.get("model")})
+        chat_request = chat.parse_chat_request({"messages": messages, "model": body.get("model"),
+                                                "response_format": _response_format(body)})
     parallel = body.get("parallel_tool_calls")
     echo = {name: body.get(name) for name in _ECHOED_FIELDS}
     echo.update(instructions=body.get("instructions"), tools=tools or [],
@@ -105,6 +108,16 @@ def parse_responses_request(body: object) -> ResponsesRequest:
                 parallel_tool_calls=True if parallel is None else parallel)
     return ResponsesRequest(chat=chat_request, stream=bool(body.get("stream")),
                             image_tool=image_tool(tools or []), echo=echo)
+
+
+def _response_format(body: dict) -> dict | None:
+    """`text.format` as the chat API's response_format: a request for JSON
+    (the Vercel AI SDK's generateObject) is a side request, not a picture."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_schema", "json_object"):
+        return None
+    return {"type": fmt["type"], "json_schema": {"schema": fmt.get("schema")}}
 
 
 def input_messages(value: object, instructions: str | None = None) -> list[dict]:

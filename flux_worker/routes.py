@@ -17,10 +17,11 @@ from email.utils import formatdate
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import chat, images_api, openai_format, responses_api, sse
+from . import access, chat, images_api, openai_format, responses_api, sse
 from .auth import check_api_key
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
+from .links import LinkOrigins, looks_internal
 from .models import ModelCatalog
 from .settings import Settings
 from .store import ImageStore
@@ -41,6 +42,7 @@ class Services:
     catalog: ModelCatalog
     images: ImageService
     store: ImageStore
+    links: LinkOrigins
 
     def close(self) -> None:
         """Stop the pool and close every session and connection (worker exit)."""
@@ -58,7 +60,7 @@ def services() -> Services:
 
 def image_base_url() -> str:
     """Where image links point: PUBLIC_BASE_URL, or this request's origin (proxy-aware)."""
-    return services().settings.public_base_url or request.host_url.rstrip("/")
+    return services().links.origin_for(request.host_url.rstrip("/"))
 
 
 def read_json() -> object:
@@ -110,9 +112,15 @@ def _refuse_lone_surrogates(body: object) -> None:
 def index():
     """The status page and playground; its script is a static file, so CSP can be strict."""
     s = services().settings
+    internal_origins = []  # link origins a browser elsewhere may not reach
+    if not s.public_base_url:
+        own = request.host_url.rstrip("/")
+        internal_origins = [own] if looks_internal(own) else []
+        internal_origins += [o for o in services().links.internal_seen() if o != own]
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered,
-        store="Workers KV" if s.uses_kv else "embedded SQLite"))
+        store="Workers KV" if s.uses_kv else "embedded SQLite",
+        internal_origins=internal_origins))
     image_sources = " ".join(filter(None, ["'self'", "data:", "blob:", s.public_base_url]))
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -168,9 +176,11 @@ def list_models():
 def chat_completions():
     svc = services()
     chat_request = chat.parse_chat_request(read_json())
+    access.describe_request(model=chat_request.model_name, stream=chat_request.stream)
     plan = chat.plan_chat(chat_request, svc.catalog.pick(chat_request.model_name),
                           language=svc.settings.response_language,
                           prompt_model=svc.images.prompt_model)
+    access.describe_request(model=plan.model.id, kind=plan.kind)
     base_url = image_base_url()
     if chat_request.stream:
         frames = chat.stream(svc.images, plan, base_url, svc.settings.sse_keepalive_seconds)
@@ -182,7 +192,10 @@ def chat_completions():
 def create_images():
     svc = services()
     images_request = images_api.parse_images_request(read_json())
+    access.describe_request(model=images_request.model_name, stream=images_request.stream,
+                          kind="images")
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
+    access.describe_request(model=job.model.id)
     if images_request.stream:
         frames = images_api.stream(svc.images, images_request, job,
                                    svc.settings.sse_keepalive_seconds)

@@ -110,8 +110,8 @@ def test_access_line_times_a_stream_to_its_end(client, capsys, caplog):
     assert response.get_data(as_text=True) == "first last"
     response.close()  # what the WSGI server does after the last byte
     [line] = records(capsys.readouterr().err)
-    match = re.search(r"INFO \[stream-1\] flux_worker.access: GET /stream 200 ([\d.]+)ms client=",
-                      line)
+    match = re.search(r"INFO \[stream-1\] flux_worker.access: GET /stream 200 ([\d.]+)ms "
+                      r"model=- stream=- kind=- images=0 client=", line)
     assert match and float(match.group(1)) >= 300
     [record] = [r for r in caplog.records if r.name == "flux_worker.access"]
     assert record.request_id == "stream-1"

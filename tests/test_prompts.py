@@ -4,7 +4,6 @@ the reply template in every language, image fitting."""
 from __future__ import annotations
 
 import io
-import json
 import re
 import string
 
@@ -15,7 +14,7 @@ from conftest import AUTH
 from flux_worker.errors import InvalidRequest
 from flux_worker.generation import fit_prompt, new_image_key
 from flux_worker.imaging import prepare_image, sniff_content_type
-from flux_worker.prompts import housekeeping_reply, is_housekeeping, last_user_text
+from flux_worker.prompts import last_user_text
 from flux_worker.replies import LOCALES, ReplyText, load_texts
 from flux_worker.settings import LANGUAGES
 from flux_worker.sizes import MAX_SEED, Ratio, parse_prompt, parse_size
@@ -120,36 +119,6 @@ class TestChatText:
     def test_no_usable_user_text_is_400(self, messages):
         with pytest.raises(InvalidRequest):
             last_user_text(messages)
-
-    @pytest.mark.parametrize("prompt", [
-        "Generate a four to five word title for this conversation",  # close to NextChat's
-        "### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat history.",
-        "Please write a concise title for the conversation below, 5 words or fewer.",
-        "Summarize the discussion so far in 200 words",
-    ])
-    def test_client_side_requests_are_spotted(self, prompt):
-        assert is_housekeeping(prompt)
-
-    @pytest.mark.parametrize("prompt", ["A title card for a western movie",
-                                        "A movie poster with a three word title in bold letters",
-                                        "Book cover, two-word title 'DARK SEA', 3:4",
-                                        "A cute cat 16:9", "Book cover titled 'Summary'"])
-    def test_pictures_are_not_side_requests(self, prompt):
-        assert not is_housekeeping(prompt)
-
-    def test_open_webui_tasks_get_json_from_the_chat(self):
-        task = ('### Task:\nGenerate a title.\n<chat_history>\nUSER: A "red" fox 16:9\n'
-                'ASSISTANT: ![x](y)\n</chat_history>')
-        assert json.loads(housekeeping_reply(task, [])) == {"title": 'A "red" fox 16:9'}
-        assert json.loads(housekeeping_reply("### Task:\nGenerate 1-3 broad tags", [])) == {
-            "tags": ["Image generation"]}
-        assert json.loads(housekeeping_reply("### Task:\nSuggest 3-5 follow-up questions", [])) \
-            == {"follow_ups": []}
-
-    def test_titles_come_from_the_first_picture_request(self):
-        messages = [{"role": "user", "content": "A lighthouse on a cliff at dusk 16:9"},
-                    {"role": "user", "content": "Generate a four to five word title"}]
-        assert housekeeping_reply(messages[1]["content"], messages) == "A lighthouse on a cliff"
 
 
 class TestReplies:
