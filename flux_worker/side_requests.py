@@ -53,9 +53,12 @@ def side_request(messages: list[dict], response_format: object = None,
         if pattern.search(instruction[:INSTRUCTION_CHARS]):
             return conversation.plain_task(kind)
     for message in _system_messages(messages):
-        text = _text(message)[:INSTRUCTION_CHARS]
+        text = _text(message)
+        inline = _inline_schema(text)
+        if inline is not None:
+            return conversation.from_schema(inline)
         for kind, pattern in _SYSTEM_TASKS:
-            if pattern.search(text):
+            if pattern.search(text[:INSTRUCTION_CHARS]):
                 return conversation.plain_task(kind)
     if _is_conversation_data(conversation.last_user):
         return conversation.plain_task("title")  # Cherry Studio sends the chat as JSON to name it
@@ -65,7 +68,7 @@ def side_request(messages: list[dict], response_format: object = None,
 # Open WebUI's "### Task:" templates (and admins' own) ask for JSON with one key.
 _JSON_KEY = re.compile(r'\{\s*"([A-Za-z_][\w-]{0,40})"\s*:')
 _DATA_BLOCKS = (("<chat_history>", "</chat_history>"), ("<context>", "</context>"),
-                ("<text>", "</text>"), ("<conversation>", "</conversation>"))
+                ("<conversation>", "</conversation>"))
 
 
 def _requested_json_key(text: str) -> str | None:
@@ -338,8 +341,13 @@ class _Conversation:
         return (with_image or answers or [self.texts["topic"]])[0].strip()
 
     def untranslated(self) -> str:
-        inner = between(self.instruction, "<translate_input>", "</translate_input>")
-        return (inner if inner is not None else self.last_user).strip()
+        """The text to translate, as it is (Cherry Studio's prompt names its tag
+        before the tagged text)."""
+        end = self.instruction.find("</translate_input>")
+        start = self.instruction.rfind("<translate_input>", 0, max(end, 0))
+        if end < 0 or start < 0:
+            return self.last_user
+        return self.instruction[start + len("<translate_input>"):end].strip()
 
     def pictures(self) -> list[str]:
         """The pictures asked for, in order, without ratio, seed or --no text."""
@@ -358,8 +366,9 @@ class _Conversation:
         """The user's turns: from a transcript inside the instruction (Open
         WebUI, LibreChat, LobeChat, Cherry Studio), else the earlier messages."""
         turns = _transcript_turns(self.instruction) or _transcript_turns(self.last_user)
-        if not turns:
+        if not turns:  # the chat as messages; a lone message is its own subject
             turns = [_text(m) for m in self.messages[:-1] if m.get("role") == "user"]
+            turns = turns or [self.last_user]
         words = [user_words(turn) for turn in turns]
         return [w for w in words if w and not _is_chore(w)]
 
