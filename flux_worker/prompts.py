@@ -77,18 +77,17 @@ def text_parts(message: dict, index: int = 0) -> list[str]:
     return texts
 
 
-# A later text part that is an attached file: Chatbox's <ATTACHMENT_FILE>
-# block, Open WebUI's <attached_files> list, or Cherry Studio's file part
-# (its first line the file's name, then the file's text).
-_FILE_PART = re.compile(r"^\s*<(ATTACHMENT_FILE|attached_files)>"
-                        r"|^[^\n/\\]{1,200}\.[A-Za-z0-9]{1,8}[ \t]*\n")
+# A later text part that is an attached file with no tag of its own: Cherry
+# Studio's (its first line the file's name, then the file's text). Tagged
+# ones (Chatbox's <ATTACHMENT_FILE>, Open WebUI's <attached_files>) are taken
+# out by user_words, whichever part they are in.
+_FILE_PART = re.compile(r"^[^\n/\\]{1,200}\.[A-Za-z0-9]{1,8}[ \t]*\n")
 
 
 def _words_parts(parts: list[str]) -> list[str]:
-    """The parts that hold the user's words: attached files left out (the first
-    part is kept whatever it holds, unless it is Open WebUI's file list)."""
-    return [part for index, part in enumerate(parts)
-            if not (_FILE_PART.match(part) and (index or part.lstrip().startswith("<")))]
+    """The parts that hold the user's words: the first, and any later part
+    that is not an attached file."""
+    return [part for index, part in enumerate(parts) if not (index and _FILE_PART.match(part))]
 
 
 def user_words(text: str) -> str:

@@ -46,17 +46,15 @@ def side_request(messages: list[dict], response_format: object = None,
     key = _requested_json_key(instruction)
     if key is not None:
         return conversation.json_task(key)
-    inline = _inline_schema(instruction)
-    if inline is not None:
-        return conversation.from_schema(inline)
-    for kind, pattern in _LAST_MESSAGE_TASKS:
-        if pattern.search(instruction[:INSTRUCTION_CHARS]):
-            return conversation.plain_task(kind)
-    for message in _system_messages(messages):
-        text = _text(message)
+    system_texts = [_text(m) for m in _system_messages(messages)]
+    for text in (instruction, *system_texts):
         inline = _inline_schema(text)
         if inline is not None:
             return conversation.from_schema(inline)
+    for kind, pattern in _LAST_MESSAGE_TASKS:
+        if pattern.search(instruction[:INSTRUCTION_CHARS]):
+            return conversation.plain_task(kind)
+    for text in system_texts:
         for kind, pattern in _SYSTEM_TASKS:
             if pattern.search(text[:INSTRUCTION_CHARS]):
                 return conversation.plain_task(kind)
@@ -148,7 +146,9 @@ _LAST_MESSAGE_TASKS: list[tuple[str, re.Pattern[str]]] = [
     ("translate", _phrases("<translate_input>")),
     # SillyTavern's image-generation prompts ask the model to write the prompt.
     ("image_prompt", _phrases("comma-delimited list of keywords",
+                              "comma-delimited list of concise keywords",
                               "comma-separated list of tags describing",
+                              "a brief recap of recent events in the story",
                               "provide ONLY the last chat message string back")),
     # SillyTavern's continue nudge and impersonation.
     ("continue", _phrases("[Continue your last message without repeating",
@@ -190,6 +190,8 @@ _LAST_MESSAGE_TASKS: list[tuple[str, re.Pattern[str]]] = [
         "dört ila beş kelimelik kısa başlığını", "Sử dụng bốn đến năm từ để trả lại chủ đề",
         # LibreChat (current and legacy), LobeChat, LibreChat's structured title.
         "5-word-or-less title", "<task>\nGenerate a concise title",
+        # Chatbox names its conversations.
+        "give this conversation a name",
         "Analyze this conversation and provide:\n1. The detected language")),
     # An Open WebUI task whose (admin-written) template does not ask for JSON.
     ("title", re.compile(r"^\s*###\s*Task:\s*[^\n]{0,120}\btitle\b", re.IGNORECASE)),
@@ -217,10 +219,21 @@ _SYSTEM_TASKS: list[tuple[str, re.Pattern[str]]] = [
                        "总结给出的会话，将其总结为", "senior AI art creator and language master")),
     ("summary", _phrases("good at extracting key takeaways from conversations",
                          "You are a conversation summarizer",
-                         "Summarize the conversation for future reference")),
+                         "Summarize the conversation for future reference",
+                         # SillyTavern's raw summaries: the instruction first, the text after.
+                         "Summarize the most important facts and events",
+                         "Summarize the most important parts of the message",
+                         # LobeChat's agent description.
+                         "You are an assistant skilled at summarizing skills")),
+    ("tags", _phrases("You are an assistant skilled at extracting conversation tags")),
+    ("title", _phrases("You are a naming expert")),
     ("emoji", _phrases("You are an emoji expert")),
     ("search_intent", _phrases("You are an AI question rephraser")),
     ("translate", _phrases("You are a professional translator")),
+    # LobeChat's image page rewrites a prompt: the user's stays as it is.
+    ("image_prompt", _phrases("You are an expert image prompt engineer")),
+    # Open WebUI's legacy tool choice: no tool.
+    ("tool_selection", re.compile(r'Available Tools:.*"tool_calls"', re.DOTALL)),
 ]
 
 
@@ -286,6 +299,7 @@ class _Conversation:
             "translate": self.untranslated,
             "image_prompt": self.picture_prompt,
             "continue": lambda: "",
+            "tool_selection": lambda: _json({"tool_calls": []}),
         }[kind]()
         return SideRequest(kind, answer)
 
@@ -408,6 +422,12 @@ def _transcript_turns(text: str) -> list[str]:
     tagged = _tagged_turns(text)
     if tagged:
         return tagged
+    if text.startswith("Prompts:\n"):  # LobeChat's image page: "1. <prompt>" lines
+        return [re.sub(r"^\d+\.\s*", "", line) for line in text.splitlines()[1:] if line.strip()]
+    fenced = between(text, "```\n", "\n```")
+    if fenced is not None and "give this conversation a name" in text:
+        # Chatbox: the first messages, split by a rule; its system prompt may lead.
+        return [m for m in fenced.split("\n\n---------\n\n") if not m.startswith("You are ")]
     block = between(text, "<chat_history>", "</chat_history>")
     if block is None:
         cut = text.find("Conversation:")

@@ -228,7 +228,48 @@ CASES = [
                                           "detailed comma-delimited list of keywords and phrases "
                                           "which describe Artist."}]},
         "plain", PICTURE),
-    # --- Chatbox: its search decision, a JSON schema written into the system message -
+    SideRequestCase("SillyTavern scene prompt (older, bracketed)", "image_prompt", {
+        "model": "flux", "stream": False, "max_tokens": 300, "messages": [
+            {"role": "user", "content": PICTURE},
+            {"role": "system", "content": "[Pause your roleplay and provide a detailed "
+                                          "description for all of the following: a brief recap "
+                                          "of recent events in the story, and the place.]"}]},
+        "plain", PICTURE),
+    SideRequestCase("SillyTavern raw summary (instruction first)", "summary", {
+        "model": "flux", "stream": False, "messages": [
+            {"role": "system", "content": "Ignore previous instructions. Summarize the most "
+                                          "important facts and events in the story so far."},
+            {"role": "user", "content": f"User:\n{PICTURE}\n\nArtist:\nDone."}]},
+        "plain", extra={"contains": "Pictures asked for in this chat"}),
+    # --- Open WebUI's legacy tool choice -----------------------------------------------
+    SideRequestCase("Open WebUI tool selection (legacy mode)", "tool_selection", {
+        "model": "flux", "stream": False, "messages": [
+            {"role": "system", "content": 'Available Tools: [{"name": "get_weather"}]\nReturn '
+                                          'only {"tool_calls": [{"name": "…", "parameters": '
+                                          '{}}]}, or an empty list when no tool fits.'},
+            {"role": "user", "content": f"History:\nUSER: \"\"\"{PICTURE}\"\"\"\nQuery: "
+                                        f"{PICTURE}"}]},
+        "json", {"tool_calls": []}),
+    # --- LobeChat's image page ----------------------------------------------------------
+    SideRequestCase("LobeChat image page title", "title", {
+        "model": "flux", "stream": True, "messages": [
+            {"role": "system", "content": "You are a senior AI art creator and language master. "
+                                          "Give the prompts a short title."},
+            {"role": "user", "content": f"Prompts:\n1. {PICTURE}\n2. A red fox"}]},
+        "stream_text", TITLE),
+    SideRequestCase("LobeChat prompt rewrite", "image_prompt", {
+        "model": "flux", "stream": True, "messages": [
+            {"role": "system", "content": "You are an expert image prompt engineer.\n\nRewrite "
+                                          "the prompt.\n- Output ONLY the final prompt."},
+            {"role": "user", "content": PICTURE}]},
+        "stream_text", PICTURE),
+    # --- Chatbox: its conversation name, and its search decision (a JSON schema in
+    # the system message) ------------------------------------------------------------
+    SideRequestCase("Chatbox conversation name", "title", _one_user(
+        "Based on the chat history, give this conversation a name.\nKeep it short.\nUse "
+        f"English.\n\nHere's the conversation:\n\n```\nYou are a helpful assistant."
+        f"\n\n---------\n\n{PICTURE}\n\n---------\n\n{OUR_REPLY}\n```", stream=True),
+        "stream_text", TITLE),
     SideRequestCase("Chatbox search decision", "search_intent", {
         "model": "flux", "stream": False, "messages": [
             {"role": "system", "content": 'As a professional web researcher, decide.\n\nJSON '
@@ -263,6 +304,10 @@ WRAPPED = [
         {"type": "text", "text": "<attached_files>\n<file type=\"file\" name=\"a.pdf\"/>\n"
                                  "</attached_files>"},
         {"type": "text", "text": "A paper boat"}]}]}, "A paper boat"),
+    ("Open WebUI attached files (native mode, same string)", {"messages": [{
+        "role": "user", "content": "<attached_files>\n<file type=\"file\" name=\"a.pdf\"/>\n"
+                                   "</attached_files>\n\nA paper boat on a pond"}]},
+     "A paper boat on a pond"),
     ("Open WebUI quote", {"messages": [{"role": "user", "content": (
         "> An old answer about titles\n> and tags\n\n\nA green parrot")}]}, "A green parrot"),
     ("LobeChat files (system context after the words)", {"messages": [{"role": "user", "content": (
