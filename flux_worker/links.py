@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # mDNS, home routers, RFC 6762/8375 and the reserved test names.
 _INTERNAL_SUFFIXES = (".local", ".localhost", ".internal", ".lan", ".home.arpa", ".svc",
                       ".cluster.local", ".localdomain", ".intranet", ".corp", ".home")
-REMEMBERED_ORIGINS = 8  # per process: enough to show, too few to grow
+REMEMBERED_ORIGINS = 8  # warned about per process; a client rotating names gets no more
 
 
 def looks_internal(origin: str) -> bool:
@@ -53,17 +53,16 @@ class LinkOrigins:
             self._remember(request_origin)
         return request_origin
 
-    def internal_seen(self) -> list[str]:
-        """Internal-looking origins that links were built from (this process)."""
+    def internal_seen(self) -> int:
+        """How many internal-looking origins links were built from (this
+        process); the log names them, the public status page only counts."""
         with self._lock:
-            return list(self._internal)
+            return len(self._internal)
 
     def _remember(self, origin: str) -> None:
         with self._lock:
-            if origin in self._internal:
+            if origin in self._internal or len(self._internal) >= REMEMBERED_ORIGINS:
                 return
-            if len(self._internal) >= REMEMBERED_ORIGINS:
-                self._internal.pop(0)
             self._internal.append(origin)
         log.warning("image links are built from %s, which looks internal: a browser elsewhere "
                     "cannot load them. Set PUBLIC_BASE_URL to the address users reach this "

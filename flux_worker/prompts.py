@@ -81,7 +81,7 @@ def text_parts(message: dict, index: int = 0) -> list[str]:
 # Studio's (its first line the file's name, then the file's text). Tagged
 # ones (Chatbox's <ATTACHMENT_FILE>, Open WebUI's <attached_files>) are taken
 # out by user_words, whichever part they are in.
-_FILE_PART = re.compile(r"^[^\n/\\]{1,200}\.[A-Za-z0-9]{1,8}[ \t]*\n")
+_FILE_PART = re.compile(r"^[^\n/\\]{1,200}\.[A-Za-z][A-Za-z0-9]{0,7}[ \t]*\n")
 
 
 def _words_parts(parts: list[str]) -> list[str]:
@@ -118,9 +118,9 @@ def _unwrap_once(text: str) -> str | None:
         cut = text.find(marker)
         if cut > 0 and text[:cut].strip():
             return text[:cut]
-    for marker in _AFTER:
+    for opening, marker in _AFTER:
         cut = text.rfind(marker)
-        if cut >= 0 and text[cut + len(marker):].strip():
+        if 0 <= text.find(opening) < cut and text[cut + len(marker):].strip():
             return text[cut + len(marker):]
     for prefix, end in _LEADING:
         cut = text.rfind(end)
@@ -141,24 +141,28 @@ _BEFORE = ("<!-- SYSTEM CONTEXT (NOT PART OF USER QUERY) -->", "<knowledge_base_
 # The words come last, after the front end's block: Open WebUI's RAG template
 # (0.6.37 on: no tag, after </context>), its native-mode file list, Chatbox's
 # search results.
-_AFTER = ("</context>", "</attached_files>", "\nUser Message:\n")
+_AFTER = (("<context>", "</context>"), ("<attached_files>", "</attached_files>"),
+          ("[webpage 1 begin]", "\nUser Message:\n"), ("[document 1 begin]", "\nUser Message:\n"))
 # A block that opens the message and ends with a marker: LibreChat's attached
 # documents in earlier turns (a Markdown code fence).
 _LEADING = (("Attached document(s):", "\n```\n"),)
 
 
 def _after_quote(text: str) -> str:
-    """The words after a quoted passage (`> ` lines, then a blank line or a
-    rule, as Open WebUI, LibreChat, Cherry Studio and Chatbox put them)."""
+    """The words after a quoted passage: `> ` lines, then two blank lines
+    (Open WebUI) or a rule of hyphens (Cherry Studio, Chatbox). A quote the
+    user writes into the prompt, followed by one blank line, is the prompt."""
     lines = text.strip().splitlines()
-    if not lines or not lines[0].startswith(">"):
+    quoted = 0
+    while quoted < len(lines) and (lines[quoted].startswith("> ") or lines[quoted] == ">"):
+        quoted += 1
+    rest = quoted
+    while rest < len(lines) and not lines[rest].strip():
+        rest += 1
+    rule = rest < len(lines) and len(lines[rest].strip()) >= 3 and set(lines[rest].strip()) == {"-"}
+    if not quoted or not (rule or rest - quoted >= 2):
         return text
-    rest = 0
-    while rest < len(lines) and lines[rest].startswith(">"):
-        rest += 1
-    while rest < len(lines) and (not lines[rest].strip() or set(lines[rest].strip()) == {"-"}):
-        rest += 1
-    return "\n".join(lines[rest:]) or text
+    return "\n".join(lines[rest + rule:]) or text
 
 
 def between(text: str, opening: str, closing: str) -> str | None:

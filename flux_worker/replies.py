@@ -21,6 +21,12 @@ def load_texts(language: str) -> dict[str, str]:
     return json.loads((LOCALES / f"{language}.json").read_text(encoding="utf-8"))
 
 
+def _one_line(prompt: str) -> str:
+    """A prompt as it is echoed: on one line, so that none of its lines can open
+    a Markdown block (an HTML comment, a code fence) that swallows the image."""
+    return " ".join(prompt.split())
+
+
 def _paragraphs(*lines: str) -> str:
     """Lines as separate Markdown paragraphs; the text ends with a blank line."""
     return "".join(line + "\n\n" for line in lines)
@@ -33,7 +39,7 @@ class ReplyText:
     def __init__(self, language: str, *, original: str, width: int, height: int,
                  prompt_model: str | None, drawn: tuple[int, int] | None = None):
         self._t = load_texts(language)
-        self.original = original
+        self.original = _one_line(original)
         self.size = f"{width}x{height}"
         if drawn:  # the model's step made it draw another size; the image is fitted
             self.size = self._t["size_drawn"].format(size=self.size, drawn="{}x{}".format(*drawn))
@@ -47,7 +53,7 @@ class ReplyText:
                            t["image_size"].format(size=self.size))
 
     def optimized(self, prompt: str, failed: bool = False) -> str:
-        lines = [self._t["optimized_prompt"].format(prompt=prompt)]
+        lines = [self._t["optimized_prompt"].format(prompt=_one_line(prompt))]
         return _paragraphs(*lines, *([self._t["optimization_failed"]] if failed else []))
 
     def generating(self, model_id: str) -> str:

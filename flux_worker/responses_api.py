@@ -73,7 +73,7 @@ def respond(services: Services, body: object, image_base_url: str) -> Response |
         missing credentials; for non-stream requests also when no image was made.
     """
     request = parse_responses_request(body)
-    access.describe_request(model=request.chat.model_name, stream=request.stream)
+    access.describe_request(stream=request.stream)
     plan = plan_response(request, services)
     access.describe_request(model=plan.model.id, kind=plan.kind)
     answer = _Answer(request, plan, services.images, image_base_url)

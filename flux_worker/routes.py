@@ -112,15 +112,14 @@ def _refuse_lone_surrogates(body: object) -> None:
 def index():
     """The status page and playground; its script is a static file, so CSP can be strict."""
     s = services().settings
-    internal_origins = []  # link origins a browser elsewhere may not reach
-    if not s.public_base_url:
-        own = request.host_url.rstrip("/")
-        internal_origins = [own] if looks_internal(own) else []
-        internal_origins += [o for o in services().links.internal_seen() if o != own]
+    own_origin = request.host_url.rstrip("/")
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered,
         store="Workers KV" if s.uses_kv else "embedded SQLite",
-        internal_origins=internal_origins))
+        # Link origins a browser elsewhere may not reach: this page's own, and
+        # how many API callers used (the log names them; this page is public).
+        internal_origin=own_origin if looks_internal(own_origin) else None,
+        internal_seen=services().links.internal_seen()))
     image_sources = " ".join(filter(None, ["'self'", "data:", "blob:", s.public_base_url]))
     response.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -176,12 +175,12 @@ def list_models():
 def chat_completions():
     svc = services()
     chat_request = chat.parse_chat_request(read_json())
-    access.describe_request(model=chat_request.model_name, stream=chat_request.stream)
+    access.describe_request(stream=chat_request.stream)
     plan = chat.plan_chat(chat_request, svc.catalog.pick(chat_request.model_name),
                           language=svc.settings.response_language,
                           prompt_model=svc.images.prompt_model)
     access.describe_request(model=plan.model.id, kind=plan.kind)
-    base_url = image_base_url()
+    base_url = image_base_url() if plan.job else ""  # a side request has no link
     if chat_request.stream:
         frames = chat.stream(svc.images, plan, base_url, svc.settings.sse_keepalive_seconds)
         return Response(frames, mimetype=sse.MIMETYPE, headers=sse.HEADERS)
@@ -192,8 +191,7 @@ def chat_completions():
 def create_images():
     svc = services()
     images_request = images_api.parse_images_request(read_json())
-    access.describe_request(model=images_request.model_name, stream=images_request.stream,
-                          kind="images")
+    access.describe_request(stream=images_request.stream, kind="images")
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
     access.describe_request(model=job.model.id)
     if images_request.stream:

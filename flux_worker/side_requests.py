@@ -19,7 +19,9 @@ from .replies import load_texts
 from .sizes import parse_prompt
 
 TITLE_WORDS = 5  # "3-5 words" (Open WebUI), "four to five" (NextChat), "5 or less" (LibreChat)
+TITLE_CHARS = 60
 SUMMARY_PROMPTS = 5  # pictures listed in a summary
+TRANSCRIPT_TURNS = 50  # user turns read from a transcript: the first and the last ones
 # Only the head of a message is searched for an instruction: every template's
 # instruction comes first, and a megabyte prompt costs no more to look at.
 INSTRUCTION_CHARS = 4000
@@ -51,8 +53,9 @@ def side_request(messages: list[dict], response_format: object = None,
         inline = _inline_schema(text)
         if inline is not None:
             return conversation.from_schema(inline)
+    head = _instruction_head(instruction)
     for kind, pattern in _LAST_MESSAGE_TASKS:
-        if pattern.search(instruction[:INSTRUCTION_CHARS]):
+        if pattern.search(head):
             return conversation.plain_task(kind)
     for text in system_texts:
         for kind, pattern in _SYSTEM_TASKS:
@@ -65,20 +68,20 @@ def side_request(messages: list[dict], response_format: object = None,
 
 # Open WebUI's "### Task:" templates (and admins' own) ask for JSON with one key.
 _JSON_KEY = re.compile(r'\{\s*"([A-Za-z_][\w-]{0,40})"\s*:')
-_DATA_BLOCKS = (("<chat_history>", "</chat_history>"), ("<context>", "</context>"),
-                ("<conversation>", "</conversation>"))
+_DATA_OPENINGS = ("<chat_history>", "<context>", "<conversation>")
 
 
 def _requested_json_key(text: str) -> str | None:
     """The key a task template asks for: a `### Task:` or <chat_history>
-    template that wants JSON, and the first `{ "key":` outside its data."""
+    template that wants JSON, and the first `{ "key":` before its data (the
+    chat, retrieved documents), which may hold JSON of their own."""
     head = text.lstrip()[:INSTRUCTION_CHARS * 4]
-    if not (head.startswith("### Task:") or "<chat_history>" in head) or "JSON" not in head:
+    if not (head.startswith("### Task:") or "<chat_history>" in head):
         return None
-    for opening, closing in _DATA_BLOCKS:
-        inner = between(head, opening, closing)
-        if inner is not None:
-            head = head.replace(opening + inner + closing, "")
+    cuts = [cut for cut in (head.find(tag) for tag in _DATA_OPENINGS) if cut >= 0]
+    head = head[:min(cuts)] if cuts else head
+    if "json" not in head.lower():
+        return None
     match = _JSON_KEY.search(head)
     return match.group(1) if match else None
 
@@ -87,12 +90,12 @@ def _inline_schema(text: str) -> dict | None:
     """A JSON schema written into the instruction, answered like response_format
     (Chatbox's search decision: "JSON schema: {…} You MUST answer with a JSON object")."""
     marker = text.find("JSON schema:", 0, INSTRUCTION_CHARS * 4)
-    if marker < 0:
+    if marker < 0 or "answer with a JSON object" not in text[marker:marker + INSTRUCTION_CHARS]:
         return None
     start = text.find("{", marker)
     try:
-        schema, _ = json.JSONDecoder().raw_decode(text, start)
-    except (ValueError, IndexError):
+        schema, _ = json.JSONDecoder().raw_decode(text[:marker + INSTRUCTION_CHARS], start)
+    except (ValueError, IndexError, RecursionError):
         return None
     return schema if isinstance(schema, dict) and isinstance(schema.get("properties"), dict) \
         else None
@@ -119,7 +122,7 @@ _IMAGE_MADE = re.compile(r"<context>\s*(The requested image has been (created|ed
 _IMAGE_FAILED = re.compile(r"<context>\s*(Image generation was (attempted but failed"
                            r"|requested but the feature is currently disabled)"
                            r"|Unable to generate an image)")
-_ERROR_NAMED = re.compile(r"the following error occurred:\s*(.*?)\s*</context>", re.DOTALL)
+_ERROR_NAMED = "the following error occurred:"
 
 
 def _image_context(message: dict) -> tuple[bool, str] | None:
@@ -127,14 +130,17 @@ def _image_context(message: dict) -> tuple[bool, str] | None:
     if _IMAGE_MADE.search(text):
         return True, ""
     if _IMAGE_FAILED.search(text):
-        error = _ERROR_NAMED.search(text)
-        return False, error.group(1) if error else ""
+        error = between(text, _ERROR_NAMED, "</context>")
+        return False, " ".join(error.split())[:300] if error else ""
     return None
 
 
 def _phrases(*texts: str) -> re.Pattern[str]:
     return re.compile("|".join(re.escape(t) for t in texts), re.IGNORECASE)
 
+
+# "the conversation" is the thing named, not "the conversation between two cats".
+_CHAT_ENDS = r"(\s+(so far|above|below)\b|\s*([.,:;!?]|$))"
 
 # Instructions in the request's last message (user or system), by client.
 _LAST_MESSAGE_TASKS: list[tuple[str, re.Pattern[str]]] = [
@@ -201,39 +207,38 @@ _LAST_MESSAGE_TASKS: list[tuple[str, re.Pattern[str]]] = [
     # as it opens with the instruction ("A movie poster with a three word
     # title" is a picture).
     ("title", re.compile(
-        r"^\s*(please\s+)?(generate|write|create|suggest|give|make|provide)\b.{0,60}"
-        r"\bword(-or-less)? title\b"
-        r"|^\s*(please\s+)?(generate|write|create|suggest|give|make|provide)\b.{0,40}\btitle\b"
-        r".{0,60}\b(for|of|summari[sz]ing) (the|this|our) (conversation|chat|discussion)",
-        re.IGNORECASE | re.DOTALL)),
+        r"^\s*(please\s+)?(generate|write|create|suggest|give|provide)\b.{0,40}\btitle\b"
+        r".{0,60}\b(for|of|summari[sz]ing) (the|this|our) (conversation|chat|discussion)"
+        + _CHAT_ENDS, re.IGNORECASE | re.DOTALL)),
     ("summary", re.compile(r"^\s*(please\s+)?summari[sz]e (the|this|our) (discussion|conversation|"
-                           r"chat)", re.IGNORECASE)),
+                           r"chat)" + _CHAT_ENDS, re.IGNORECASE)),
 ]
 
 # Instructions a client puts in the system message, the user message being
-# the data (LobeChat, Cherry Studio).
+# the data (LobeChat, Cherry Studio, SillyTavern's raw prompts). Only at the
+# start of a system message: a user's own system prompt may name them too.
+def _opening(*texts: str) -> re.Pattern[str]:
+    return re.compile(r"^\s*(Ignore previous instructions\.\s*)?("
+                      + "|".join(re.escape(t) for t in texts) + ")", re.IGNORECASE)
+
+
 _SYSTEM_TASKS: list[tuple[str, re.Pattern[str]]] = [
-    ("title", _phrases("You are a professional conversation summarizer",
+    ("title", _opening("You are a professional conversation summarizer",
                        "Summarize the conversation into a title",
-                       "summarize the user's conversation into a title",
-                       "总结给出的会话，将其总结为", "senior AI art creator and language master")),
-    ("summary", _phrases("good at extracting key takeaways from conversations",
+                       "You are an assistant skilled in conversation. You need to summarize",
+                       "总结给出的会话，将其总结为",
+                       "You are a senior AI art creator and language master")),
+    ("summary", _opening("You're an assistant who's good at extracting key takeaways",
                          "You are a conversation summarizer",
                          "Summarize the conversation for future reference",
-                         # SillyTavern's raw summaries: the instruction first, the text after.
                          "Summarize the most important facts and events",
                          "Summarize the most important parts of the message",
-                         # LobeChat's agent description.
                          "You are an assistant skilled at summarizing skills")),
-    ("tags", _phrases("You are an assistant skilled at extracting conversation tags")),
-    ("title", _phrases("You are a naming expert")),
-    ("emoji", _phrases("You are an emoji expert")),
-    ("search_intent", _phrases("You are an AI question rephraser")),
-    ("translate", _phrases("You are a professional translator")),
-    # LobeChat's image page rewrites a prompt: the user's stays as it is.
-    ("image_prompt", _phrases("You are an expert image prompt engineer")),
+    ("tags", _opening("You are an assistant skilled at extracting conversation tags")),
+    ("emoji", _opening("You are an emoji expert")),
+    ("search_intent", _opening("You are an AI question rephraser")),
     # Open WebUI's legacy tool choice: no tool.
-    ("tool_selection", re.compile(r'Available Tools:.*"tool_calls"', re.DOTALL)),
+    ("tool_selection", re.compile(r'^\s*Available Tools:.*"tool_calls"', re.DOTALL)),
 ]
 
 
@@ -245,7 +250,7 @@ def _is_conversation_data(text: str) -> bool:
         return False
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(data, list) and bool(data) and all(
         isinstance(item, dict) and "mainText" in item for item in data)
@@ -261,6 +266,7 @@ class _Conversation:
         self.instruction = _text(messages[-1])
         users = [m for m in messages if m.get("role") == "user"]
         self.last_user = _text(users[-1]).strip() if users else ""
+        self._pictures: list[str] | None = None
 
     # --- the answers ------------------------------------------------------
 
@@ -331,7 +337,8 @@ class _Conversation:
         """A few words of the first picture asked for, its ratio and flags taken out."""
         prompts = self.pictures()
         words = (prompts[0] if prompts else "").split()[:TITLE_WORDS]
-        title = " ".join(words).strip(" .,:;!?\"'“”«»*`")
+        # Scripts without spaces between words come as one long "word".
+        title = " ".join(words)[:TITLE_CHARS].strip(" .,:;!?\"'“”«»*`")
         # Open WebUI's browser turns ' and ` into " before parsing the JSON.
         title = re.sub(r"['`‘’]", "ʼ", title)
         return title or self.texts["topic"]
@@ -365,6 +372,11 @@ class _Conversation:
 
     def pictures(self) -> list[str]:
         """The pictures asked for, in order, without ratio, seed or --no text."""
+        if self._pictures is None:
+            self._pictures = self._find_pictures()
+        return self._pictures
+
+    def _find_pictures(self) -> list[str]:
         pictures = []
         for turn in self._user_turns():
             try:
@@ -383,6 +395,8 @@ class _Conversation:
         if not turns:  # the chat as messages; a lone message is its own subject
             turns = [_text(m) for m in self.messages[:-1] if m.get("role") == "user"]
             turns = turns or [self.last_user]
+        if len(turns) > TRANSCRIPT_TURNS:
+            turns = turns[:TRANSCRIPT_TURNS - 1] + turns[-1:]
         words = [user_words(turn) for turn in turns]
         return [w for w in words if w and not _is_chore(w)]
 
@@ -395,8 +409,22 @@ _SCHEMA_KINDS = {"title": "title", "completion": "autocomplete", "action": "sear
 
 def _is_chore(text: str) -> bool:
     """Whether an earlier turn was itself a side request (not a picture)."""
+    head = _instruction_head(text)
     return _requested_json_key(text) is not None or any(
-        pattern.search(text[:INSTRUCTION_CHARS]) for _, pattern in _LAST_MESSAGE_TASKS)
+        pattern.search(head) for _, pattern in _LAST_MESSAGE_TASKS)
+
+
+# Where a front end's material begins: retrieved documents, attachments.
+_MATERIAL = ("<context>", "<!-- SYSTEM CONTEXT", "<ATTACHMENT_FILE>", "<knowledge_base_qa_info>",
+             "<attached_files>")
+
+
+def _instruction_head(text: str) -> str:
+    """Where an instruction can be: the head of the message, before any
+    documents or files a front end attached (they may quote anything)."""
+    head = text[:INSTRUCTION_CHARS]
+    cuts = [cut for cut in (head.find(m) for m in _MATERIAL) if cut >= 0]
+    return head[:min(cuts)] if cuts else head
 
 
 def _asks_for_list(instruction: str, key: str) -> bool:
@@ -414,7 +442,7 @@ def _transcript_turns(text: str) -> list[str]:
     if text.startswith("[{"):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, list):  # Cherry Studio: [{"role", "mainText"}]
             return [str(item.get("mainText", "")) for item in data
@@ -449,7 +477,7 @@ def _tagged_turns(text: str) -> list[str]:
     """LobeChat's transcript: <user>…</user> blocks."""
     turns: list[str] = []
     start = text.find("<user>")
-    while start >= 0 and len(turns) < 100:
+    while start >= 0 and len(turns) < TRANSCRIPT_TURNS:
         end = text.find("</user>", start)
         if end < 0:
             break

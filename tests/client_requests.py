@@ -257,12 +257,6 @@ CASES = [
                                           "Give the prompts a short title."},
             {"role": "user", "content": f"Prompts:\n1. {PICTURE}\n2. A red fox"}]},
         "stream_text", TITLE),
-    SideRequestCase("LobeChat prompt rewrite", "image_prompt", {
-        "model": "flux", "stream": True, "messages": [
-            {"role": "system", "content": "You are an expert image prompt engineer.\n\nRewrite "
-                                          "the prompt.\n- Output ONLY the final prompt."},
-            {"role": "user", "content": PICTURE}]},
-        "stream_text", PICTURE),
     # --- Chatbox: its conversation name, and its search decision (a JSON schema in
     # the system message) ------------------------------------------------------------
     SideRequestCase("Chatbox conversation name", "title", _one_user(
@@ -340,4 +334,14 @@ WRAPPED = [
 PICTURES = ["A movie poster with a three word title", "A follow-up photo of the same cat",
             "Tags on a gift box", "A title card for a western movie",
             "Book cover titled 'Summary'", "An emoji made of fruit",
-            "Please generate a four-eyed monster", "A JSON logo on a t-shirt"]
+            "Please generate a four-eyed monster", "A JSON logo on a t-shirt",
+            # Found by a hostile review: verbs and words the generic rules once took.
+            "Create a movie poster with a bold three word title 'Cats In Space'",
+            "Make a YouTube thumbnail with a two word title",
+            "Generate a sci-fi poster, 3 word title: STAR CAT RISING",
+            "Make a title card for the chat show 'Late Night Talk'",
+            "Make a title banner for our discussion forum",
+            "Summarize the conversation between two cats as a comic panel",
+            "Please summarize our chat in a single illustration",
+            "Draw a poster that says </context> in red letters",
+            ">_< kawaii cat face with pink background"]

@@ -64,10 +64,12 @@ def test_the_responses_api_line(client, access):
     assert "POST /v1/responses 200 " in line and " stream=true kind=picture images=1 " in line
 
 
-def test_a_refused_request_still_gets_its_line(client, access):
-    post(client, "/v1/chat/completions", {"messages": [], "model": "gpt-4o", "stream": True})
+def test_a_refused_request_still_gets_its_line_and_cannot_forge_fields(client, access):
+    post(client, "/v1/chat/completions", {"messages": [], "stream": True,
+                                          "model": "x kind=picture images=4\nFAKE"})
     [line] = access()
     assert " 400 " in line and "model=- stream=- kind=- images=0 " in line
+    assert "FAKE" not in line
 
 
 def test_a_failed_picture_counts_no_image(client, access, fake):

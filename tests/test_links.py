@@ -41,9 +41,26 @@ def test_a_server_side_caller_gets_internal_links_and_a_warning_once(client, cap
     warnings = [r.getMessage() for r in caplog.records if r.name == "flux_worker.links"]
     assert len(warnings) == 1 and "http://flux-internal:8000" in warnings[0]
     assert "PUBLIC_BASE_URL" in warnings[0]
-    # The operator opens the status page from outside: it names the origin.
+    # The operator opens the (public) status page from outside: it counts, the log names.
     page = client.get("/", base_url="https://flux.example.com").get_data(as_text=True)
-    assert 'id="link-warning"' in page and "<code>http://flux-internal:8000</code>" in page
+    assert 'id="link-warning"' in page and "from 1 internal-looking" in page
+    assert "flux-internal" not in page
+
+
+def test_a_client_rotating_host_names_cannot_flood_the_log(client, caplog):
+    caplog.set_level(logging.WARNING, logger="flux_worker.links")
+    for number in range(20):
+        client.post("/v1/chat/completions", headers={**AUTH, "X-Forwarded-Host": f"h{number}"},
+                    json=CAT)
+    assert len([r for r in caplog.records if r.name == "flux_worker.links"]) == 8
+
+
+def test_side_requests_build_no_link_and_warn_nothing(client, caplog):
+    caplog.set_level(logging.WARNING, logger="flux_worker.links")
+    client.post("/v1/chat/completions", headers=AUTH, base_url="http://flux-internal:8000",
+                json={"messages": [{"role": "user", "content": "Please generate a four to five "
+                                    "word title summarizing our conversation"}]})
+    assert not [r for r in caplog.records if r.name == "flux_worker.links"]
 
 
 def test_the_status_page_warns_about_its_own_internal_host(client):

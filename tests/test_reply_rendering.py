@@ -53,3 +53,11 @@ def test_a_failure_is_its_own_paragraph_and_ends_with_a_newline(client, fake):
     assert rendered[-1].startswith("❌ Image generation failed: ")
     assert rendered[-2].startswith("⏳ Generating the image")
     assert text.endswith(".\n")
+
+
+@pytest.mark.parametrize("prompt", ["A cat\n<!-- hidden", "A sign that reads\n```hello```\n```",
+                                    "A cat\n\n# big\n<script>", "A cat\n<pre>"])
+def test_a_prompt_with_markdown_blocks_cannot_swallow_the_image(client, prompt):
+    text = client.post("/v1/chat/completions", headers=AUTH, json={
+        "messages": [{"role": "user", "content": prompt}]}).json["choices"][0]["message"]["content"]
+    assert '<img src="http://localhost/image/' in COMMONMARK.render(text)

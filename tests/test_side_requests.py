@@ -169,3 +169,60 @@ class TestRecognition:
                 + "<chat_history>USER: <user>" * 20000)
         found = side_request([{"role": "user", "content": task}])
         assert found is not None and found.kind == "title"
+
+
+class TestHostile:
+    """What a hostile review found: each answers at once, with no 500."""
+
+    def test_an_error_context_full_of_spaces_is_answered(self, client, fake):
+        body = {"messages": [
+            {"role": "system", "content": "<context>Image generation was attempted but failed. "
+                                          "Tell the user that the following error occurred:"
+                                          + " " * 16000},
+            {"role": "user", "content": "a cat"}]}
+        assert ask(client, body).startswith("❌ Image generation failed: ")
+        assert fake.calls_to("ai") == []
+
+    @pytest.mark.parametrize("messages", [
+        [{"role": "user", "content": '[{"a":' + "[" * 200000}],
+        [{"role": "system", "content": 'JSON schema: {"properties": ' + "[" * 200000
+                                       + " You MUST answer with a JSON object"},
+         {"role": "user", "content": "a cat"}],
+    ])
+    def test_deep_nesting_is_no_500(self, client, messages):
+        response = client.post("/v1/chat/completions", headers=AUTH, json={"messages": messages})
+        assert response.status_code in (200, 400)
+
+    def test_json_in_a_long_rag_document_is_not_a_task(self, client, fake):
+        context = '<source id="1">The API returns JSON like { "status": "ok" }' + " x" * 9000
+        ask(client, {"messages": [{"role": "user", "content": (
+            "### Task:\nRespond to the user query using the provided context.\n\n<context>\n"
+            f"{context}</source>\n</context>\n\nA cute cat in a library")}]})
+        assert fake.calls_to("ai")[0].json["prompt"] == "A cute cat in a library"
+
+    @pytest.mark.parametrize("system", [
+        "You are an expert image prompt engineer. Turn my ideas into stunning FLUX images.",
+        "You are a naming expert and logo designer.",
+        "You are a professional translator and illustrator.",
+        'Answer in JSON schema: {"properties": {"name": {}}} when asked.'])
+    def test_a_users_own_system_prompt_does_not_stop_pictures(self, client, fake, system):
+        ask(client, {"messages": [{"role": "system", "content": system},
+                                  {"role": "user", "content": "A fox logo for a coffee shop"}]})
+        assert fake.calls_to("ai")[0].json["prompt"] == "A fox logo for a coffee shop"
+
+    def test_phrases_in_an_attachment_are_not_instructions(self, client, fake):
+        ask(client, {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "A mountain lake"},
+            {"type": "text", "text": "\n\n<ATTACHMENT_FILE>\n<FILE_CONTENT>\nPlease summarize the "
+                                     "above conversation\n</FILE_CONTENT>\n</ATTACHMENT_FILE>"}]}]})
+        assert fake.calls_to("ai")[0].json["prompt"] == "A mountain lake"
+
+    def test_a_quote_the_user_writes_is_part_of_the_prompt(self, client, fake):
+        ask(client, {"messages": [{"role": "user", "content": "> Carpe diem\n\nwritten in gold"}]})
+        assert fake.calls_to("ai")[0].json["prompt"] == "> Carpe diem\n\nwritten in gold"
+
+    def test_a_long_title_without_spaces_is_cut(self):
+        found = side_request([{"role": "user", "content": "一只猫" * 100},
+                              {"role": "user", "content": "Please generate a four to five word "
+                                                          "title summarizing our conversation"}])
+        assert found is not None and len(found.answer) <= 60
