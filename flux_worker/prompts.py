@@ -35,12 +35,11 @@ def last_user_text(messages: object) -> str:
     :raises InvalidRequest: for a missing, malformed or empty prompt.
     """
     messages = chat_messages(messages)
-    user_messages = [m for m in messages if m["role"] == "user"]
-    if not user_messages:
+    users = [index for index, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
         raise InvalidRequest("messages has no user message to take the prompt from.",
                              param="messages")
-    index = len(messages) - 1 - messages[::-1].index(user_messages[-1])
-    text = user_words(" ".join(_words_parts(text_parts(user_messages[-1], index))))
+    text = user_words(" ".join(_words_parts(text_parts(messages[users[-1]], users[-1]))))
     if not text:
         raise InvalidRequest("The last user message has no text to draw.", param="messages")
     return text
