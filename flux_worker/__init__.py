@@ -14,12 +14,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import error_handlers, logs, routes
 from .generation import ImageService
 from .http_session import RetryPolicy, Upstream, make_session
+from .image_sources import PictureReader
 from .kv import KVClient
 from .links import LinkOrigins
 from .models import ModelCatalog
 from .optimizer import PromptOptimizer
 from .rate_limit import init_rate_limit
 from .redaction import Redactor
+from .remote_images import RemoteImages
 from .settings import ConfigError, Settings, load_dotenv_file
 from .store import ImageStore, KVImageStore, SQLiteImageStore, WriteThroughStore
 from .version import __version__
@@ -60,7 +62,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                         timeout=timeout, connect_timeout=settings.connect_timeout_seconds,
                         retry=retry, redact=redact)
 
-    catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps)
+    catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps,
+                           edit_id=settings.edit_model, inpaint_id=settings.inpaint_model)
     workers_ai = None
     if settings.workers_ai_configured:
         workers_ai = WorkersAIClient(
@@ -88,8 +91,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
+    pictures = PictureReader(store, RemoteImages(settings.allow_remote_images),
+                             settings.image_expiration)
     app.extensions["flux_worker"] = routes.Services(settings, catalog, images, store,
-                                                    LinkOrigins(settings.public_base_url))
+                                                    LinkOrigins(settings.public_base_url),
+                                                    pictures)
 
     CORS(app, origins="*", max_age=86400,
          allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID",

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from . import openai_format, sse
 from .errors import InvalidRequest, error_body
 from .generation import ImageService, OptimizedPrompt, Progress, RunResult
-from .models import ImageModel
+from .image_sources import PictureReader
+from .models import ImageModel, ModelCatalog
 from .planning import (
     BOOLEAN,
+    EDIT_STRENGTH,
     INTEGER,
     NUMBER,
     OBJECT,
@@ -20,7 +22,8 @@ from .planning import (
     check_optional_types,
     plan_job,
 )
-from .prompts import chat_messages, last_user_text
+from .prompts import chat_messages, image_urls, last_user_index, last_user_text
+from .refinement import asks_for_change, previous_picture
 from .replies import ReplyText
 from .side_requests import side_request
 
@@ -43,6 +46,8 @@ class ChatRequest:
     model_name: str | None
     seed: int | None = None  # checked when planned (--seed in the prompt wins)
     response_format: dict | None = None  # JSON asked for: a front end's side request
+    image_urls: tuple[tuple[object, str], ...] = ()  # pictures in the last user message
+    previous_picture: str | None = None  # our link in the reply before it (refinement)
 
 
 def parse_chat_request(body: object) -> ChatRequest:
@@ -62,12 +67,16 @@ def parse_chat_request(body: object) -> ChatRequest:
     messages = chat_messages(body.get("messages"))
     try:
         prompt = last_user_text(messages)
-    except InvalidRequest:  # raised when planned, unless it is a side request
+    except InvalidRequest:  # raised when planned, unless it is a side request or has pictures
         prompt = ""
+    index = last_user_index(messages)
+    urls = tuple(image_urls(messages[index], index)) if index is not None else ()
+    previous = previous_picture(messages, index) if index is not None and not urls else None
     return ChatRequest(messages=messages, prompt=prompt,
                        stream=bool(body.get("stream")), include_usage=include_usage,
                        model_name=body.get("model"), seed=body.get("seed"),
-                       response_format=body.get("response_format"))
+                       response_format=body.get("response_format"), image_urls=urls,
+                       previous_picture=previous)
 
 
 @dataclass(frozen=True)
@@ -82,23 +91,36 @@ class ChatPlan:
     kind: str = "picture"  # or the side request's kind, for the access log
 
 
-def plan_chat(chat: ChatRequest, model: ImageModel, *, language: str,
-              prompt_model: str | None, size: str | None = None) -> ChatPlan:
+def plan_chat(chat: ChatRequest, catalog: ModelCatalog, pictures: PictureReader, *,
+              language: str, prompt_model: str | None, size: str | None = None) -> ChatPlan:
     """Decide what a chat request needs, raising for bad input before any work.
     `size` is an OpenAI size (the Responses API's image tool has one).
 
+    Pictures in the last user message are changed as its words say; without
+    any, a message asking to change the picture we drew just before it
+    changes that one (refinement.py has the rule).
+
     :raises InvalidRequest: for an empty prompt, a prompt over the model's
-        limit, a bad seed, or a size or ratio the model cannot make.
+        limit, a bad seed, a size or ratio the model cannot make, or a
+        picture that cannot be read.
     """
+    model = catalog.pick(chat.model_name)
     side = side_request(chat.messages, chat.response_format, language)
     if side is not None:
         return ChatPlan(chat, model, text=side.answer, kind=side.kind)
-    if not chat.prompt:
+    inputs = [pictures.read(url, param) for url, param in chat.image_urls]
+    if not inputs and chat.previous_picture and asks_for_change(chat.prompt):
+        inputs = [pictures.read(chat.previous_picture, "messages", origin="previous")]
+    if inputs:
+        model = catalog.pick_editor(chat.model_name, mask=False)
+    elif not chat.prompt:
         last_user_text(chat.messages)  # raises the reason there is no prompt
-    job = plan_job(chat.prompt, model, size=size, seed=chat.seed, prompt_param="messages")
+    param = chat.image_urls[0][1] if chat.image_urls else "messages"
+    job = plan_job(chat.prompt, model, size=size, seed=chat.seed, prompt_param="messages",
+                   pictures=inputs, strength=EDIT_STRENGTH, image_param=param)
     reply = ReplyText(language, original=chat.prompt, width=job.width, height=job.height,
-                      prompt_model=prompt_model, drawn=job.draw_size)
-    return ChatPlan(chat, model, job=job, reply=reply)
+                      prompt_model=prompt_model, drawn=job.draw_size, pictures=inputs)
+    return ChatPlan(chat, model, job=job, reply=reply, kind="edit" if inputs else "picture")
 
 
 class ReplyProgress(Progress):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import FluxWorkerError, InvalidRequest, error_body
@@ -17,7 +17,6 @@ _HTTP_MESSAGES = {
     404: "No such endpoint. See /v1/models, /v1/chat/completions, /v1/images/generations, "
          "/v1/responses.",
     405: "This method is not allowed on this endpoint.",
-    413: "The request body is larger than the 1 MiB this service accepts.",
 }
 
 
@@ -36,10 +35,19 @@ def from_http_exception(exc: HTTPException) -> FluxWorkerError:
     status = exc.code or 500
     if status >= 500:
         return FluxWorkerError("The server had an internal error.")
-    error = InvalidRequest(_HTTP_MESSAGES.get(status, exc.description or exc.name),
-                           code=_HTTP_CODES.get(status, "invalid_request"))
+    message = _HTTP_MESSAGES.get(status, exc.description or exc.name)
+    if status == 413:
+        message = f"The request body is larger than the {_body_limit()} this endpoint accepts."
+    error = InvalidRequest(message, code=_HTTP_CODES.get(status, "invalid_request"))
     error.status = status
     return error
+
+
+def _body_limit() -> str:
+    """The body limit of the request being answered, for people to read
+    (the app sets one byte over it: see create_app)."""
+    limit = (request.max_content_length or 1) - 1 if has_request_context() else 0
+    return f"{limit / 1024 / 1024:g} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -190,15 +190,19 @@ class ImageService:
         sent_seed = seed if model.seed_field and model.id not in self.seedless_models else None
         inputs = model.inputs(fit_prompt(job.prompt, model.max_prompt_chars), width, height,
                               negative_prompt=job.negative_prompt, seed=sent_seed)
+        files: dict[str, bytes] = {}
+        if job.inputs is not None:
+            fields, files = model.image_fields(job.inputs)
+            inputs.update(fields)
         try:
-            return self.workers_ai.generate(model, inputs), sent_seed
+            return self.workers_ai.generate(model, inputs, files), sent_seed
         except InvalidRequest as exc:
             if sent_seed is None or not _refuses_seed_field(exc):
                 raise
         # A refused call makes nothing and costs nothing: ask once more without
         # the seed. Only if that works is the model sent none from then on.
         inputs.pop(model.seed_field or "seed", None)
-        answer = self.workers_ai.generate(model, inputs)
+        answer = self.workers_ai.generate(model, inputs, files)
         log.warning("%s refused the seed field; sending it none from now on", model.id)
         self.seedless_models.add(model.id)
         return answer, None

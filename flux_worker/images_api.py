@@ -1,4 +1,4 @@
-"""The OpenAI Images API: `POST /v1/images/generations`, as JSON or streamed.
+"""The OpenAI Images API: generations, edits and variations, as JSON or streamed.
 
 The GPT-image fields are accepted as those clients send them; what our models
 cannot do (transparency, quality levels, partial images) is accepted and
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from . import openai_format, sse
@@ -18,7 +19,19 @@ from .errors import InvalidRequest, error_body
 from .generation import Image, ImageService, Progress, RunResult
 from .imaging import OUTPUT_FORMATS
 from .models import ImageModel
-from .planning import BOOLEAN, INTEGER, STRING, ImageJob, check_optional_types, plan_job
+from .input_images import InputImage, load_mask
+from .models import ModelCatalog
+from .planning import (
+    BOOLEAN,
+    INTEGER,
+    EDIT_STRENGTH,
+    NUMBER,
+    STRING,
+    VARIATION_STRENGTH,
+    ImageJob,
+    check_optional_types,
+    plan_job,
+)
 
 MAX_IMAGES = 10  # OpenAI's own limit for n
 _OPTIONAL_FIELDS = {
@@ -26,7 +39,12 @@ _OPTIONAL_FIELDS = {
     "response_format": STRING, "n": INTEGER, "output_format": STRING,
     "output_compression": INTEGER, "background": STRING, "moderation": STRING,
     "partial_images": INTEGER, "stream": BOOLEAN, "seed": INTEGER, "safety_identifier": STRING,
+    "input_fidelity": STRING, "strength": NUMBER,
 }
+# Multipart forms carry text: these fields are read as numbers or booleans.
+_FORM_INTEGERS = ("n", "seed", "output_compression", "partial_images")
+_FORM_NUMBERS = ("strength",)
+_FORM_BOOLEANS = ("stream",)
 # Values OpenAI documents for each field; anything else is a 400 naming it.
 _CHOICES = {
     "quality": ("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"),
@@ -35,6 +53,7 @@ _CHOICES = {
     "moderation": ("auto", "low"),
     "output_format": tuple(OUTPUT_FORMATS),
     "response_format": ("url", "b64_json"),
+    "input_fidelity": ("low", "high"),
 }
 _RANGES = {"n": (1, MAX_IMAGES), "output_compression": (0, 100), "partial_images": (0, 3)}
 
@@ -51,17 +70,22 @@ class ImagesRequest:
     quality: str  # as reported back: low, medium or high
     stream: bool
     seed: int | None  # an extension: the first image's seed
+    event: str = "image_generation"  # stream events: image_generation.* or image_edit.*
+    strength: float | None = None  # an extension: how far an init image may change (0-1)
 
 
-def parse_images_request(body: object) -> ImagesRequest:
-    """Validate an images request and copy out what we use.
+def parse_images_request(body: object, kind: str = "generation") -> ImagesRequest:
+    """Validate an images request (a generation, an edit or a variation) and
+    copy out what we use. The pictures themselves are read by the caller.
 
     :raises InvalidRequest: naming the offending field.
     """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if kind == "variation":  # OpenAI's variations take no prompt
+        prompt = ""
+    elif not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("prompt must be a non-empty string.", param="prompt")
     check_optional_types(body, _OPTIONAL_FIELDS)
     for name, allowed in _CHOICES.items():
@@ -70,13 +94,17 @@ def parse_images_request(body: object) -> ImagesRequest:
     for name, (low, high) in _RANGES.items():
         if body.get(name) is not None and not low <= body[name] <= high:
             raise InvalidRequest(f"{name} must be between {low} and {high}.", param=name)
+    strength = body.get("strength")
+    if strength is not None and not 0 <= strength <= 1:
+        raise InvalidRequest("strength must be between 0 and 1.", param="strength")
     model_name = body.get("model") or ""
     gpt_image = model_name.startswith("gpt-image")
     stream = bool(body.get("stream"))
     # As OpenAI does: gpt-image models answer with base64 PNG, DALL-E with
-    # URLs; a stream always carries base64.
-    response_format = body.get("response_format") or ("b64_json" if gpt_image or stream
-                                                      else "url")
+    # URLs; a stream always carries base64. Edits answer base64 unless a
+    # DALL-E model is named: clients that edit read only b64_json (LibreChat).
+    b64_default = gpt_image or stream or (kind == "edit" and not model_name.startswith("dall-e"))
+    response_format = body.get("response_format") or ("b64_json" if b64_default else "url")
     output_format = body.get("output_format") or ("png" if gpt_image else None)
     quality = body.get("quality")
     return ImagesRequest(
@@ -84,7 +112,57 @@ def parse_images_request(body: object) -> ImagesRequest:
         size=body.get("size"), response_format="b64_json" if stream else response_format,
         output_format=output_format, output_compression=body.get("output_compression"),
         quality=quality if quality in ("low", "medium", "high") else "high", stream=stream,
-        seed=body.get("seed"))
+        seed=body.get("seed"), event="image_generation" if kind == "generation" else "image_edit",
+        strength=strength)
+
+
+def form_fields(form: Mapping[str, str]) -> dict[str, object]:
+    """A multipart form's text fields, with the numbers and booleans read as such.
+
+    :raises InvalidRequest: naming a field that does not read as its type.
+    """
+    fields: dict[str, object] = dict(form)
+    for name in _FORM_INTEGERS + _FORM_NUMBERS + _FORM_BOOLEANS:
+        value = form.get(name)
+        if value is None or value == "":
+            fields.pop(name, None)
+            continue
+        text = value.strip().lower()
+        if name in _FORM_BOOLEANS:
+            if text not in ("true", "false", "1", "0"):
+                raise InvalidRequest(f"{name} must be true or false.", param=name)
+            fields[name] = text in ("true", "1")
+            continue
+        try:
+            fields[name] = int(text) if name in _FORM_INTEGERS else float(text)
+        except ValueError:
+            raise InvalidRequest(f"{name} must be a number.", param=name) from None
+        if name in _FORM_NUMBERS and not math.isfinite(float(text)):
+            raise InvalidRequest(f"{name} must be a number.", param=name)
+    return fields
+
+
+def plan_edit(request: ImagesRequest, catalog: ModelCatalog, pictures: list[InputImage],
+              mask: bytes | None, *, variation: bool = False) -> ImageJob:
+    """Turn an edit (or a variation) into one job: the model that can take
+    the pictures (with a mask: the inpainting model), the pictures encoded
+    for it.
+
+    :raises InvalidRequest: for no picture, a bad mask, or what plan_job refuses.
+    """
+    if not pictures:
+        raise InvalidRequest("image is required: send the picture to change as a file.",
+                             param="image")
+    model = catalog.pick_editor(request.model_name, mask=mask is not None)
+    mask_image = load_mask(mask, "mask", pictures[0]) if mask is not None else None
+    strength = request.strength
+    if strength is None and mask is None:
+        strength = VARIATION_STRENGTH if variation else EDIT_STRENGTH
+    job = plan_job(request.prompt, model, size=request.size, seed=request.seed,
+                   prompt_param="prompt", pictures=pictures, mask=mask_image,
+                   strength=strength, image_param="image")
+    return dataclasses.replace(job, output_format=request.output_format,
+                               output_compression=request.output_compression)
 
 
 def plan_images(request: ImagesRequest, model: ImageModel) -> ImageJob:
@@ -139,7 +217,7 @@ class _StreamProgress(Progress):
 
     def image_made(self, image: Image) -> None:
         self.channel.send(sse.named_event({
-            "type": "image_generation.completed",
+            "type": f"{self.request.event}.completed",
             "b64_json": base64.b64encode(image.data).decode("ascii"),
             "created_at": int(time.time()), "background": "opaque",
             "output_format": image.output_format, "quality": self.request.quality,

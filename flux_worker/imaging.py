@@ -43,7 +43,7 @@ NOT_AN_IMAGE = "Workers AI returned data that is not a complete image."
 # are configured as errors; otherwise it is only logged, and irrelevant,
 # because every image that triggers it is far beyond MAX_PIXELS and refused
 # before decoding anyway.
-_DECODE_FAILURES = (OSError, ValueError, SyntaxError, struct.error, zlib.error, EOFError,
+DECODE_FAILURES = (OSError, ValueError, SyntaxError, struct.error, zlib.error, EOFError,
                     IndexError, KeyError, TypeError, ZeroDivisionError,
                     Image.DecompressionBombError, Image.DecompressionBombWarning)
 
@@ -94,7 +94,7 @@ def prepare_image(data: bytes, width: int, height: int, *, output_format: str | 
             src_w, src_h = image.size
             if (fmt not in _CONTENT_TYPES or getattr(image, "n_frames", 1) != 1
                     or not (0 < src_w <= MAX_SIDE and 0 < src_h <= MAX_SIDE)
-                    or src_w * src_h > MAX_PIXELS or not _ends_complete(data, fmt)):
+                    or src_w * src_h > MAX_PIXELS or not ends_complete(data, fmt)):
                 raise UpstreamError(NOT_AN_IMAGE)
             image.load()
             target = OUTPUT_FORMATS[output_format] if output_format else fmt
@@ -104,11 +104,11 @@ def prepare_image(data: bytes, width: int, height: int, *, output_format: str | 
             fitted = _fit(image, target, width, height,
                           DEFAULT_QUALITY if quality is None else quality)
             return PreparedImage(fitted, content_type, width, height)
-    except _DECODE_FAILURES as exc:
+    except DECODE_FAILURES as exc:
         raise UpstreamError(NOT_AN_IMAGE) from exc
 
 
-def _ends_complete(data: bytes, fmt: str) -> bool:
+def ends_complete(data: bytes, fmt: str) -> bool:
     """Whether the file is whole (NUL padding after its end is allowed).
 
     Pillow's load() alone does not prove it: it decodes a JPEG without its EOI
@@ -183,9 +183,10 @@ def _png_raw_size(ihdr: bytes) -> int:
     return total if bits else 0
 
 
-def _fit(image: Image.Image, fmt: str, width: int, height: int, quality: int) -> bytes:
-    """Crop the largest centred box with the target's ratio, resize it (only
-    when its size differs, so a plain crop keeps every pixel) and encode it."""
+def crop_to(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The largest centred box with the target's ratio, resized only when its
+    size differs (so a plain crop keeps every pixel); the image itself when
+    it already is width x height."""
     src_w, src_h = image.size
     if src_w * height > width * src_h:
         crop_w, crop_h = max(1, round(src_h * width / height)), src_h
@@ -193,6 +194,15 @@ def _fit(image: Image.Image, fmt: str, width: int, height: int, quality: int) ->
         crop_w, crop_h = src_w, max(1, round(src_w * height / width))
     left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
     box = (left, top, left + crop_w, top + crop_h)
+    if (crop_w, crop_h) == (src_w, src_h) == (width, height):
+        return image
+    if (crop_w, crop_h) == (width, height):
+        return image.crop(box)
+    return image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+
+
+def _fit(image: Image.Image, fmt: str, width: int, height: int, quality: int) -> bytes:
+    """Fit the image to width x height (crop_to) in a mode the format keeps, and encode it."""
     if image.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits, not clip to white
         image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     if fmt == "JPEG":
@@ -203,12 +213,7 @@ def _fit(image: Image.Image, fmt: str, width: int, height: int, quality: int) ->
         mode = "RGBA" if image.has_transparency_data else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
-    if (crop_w, crop_h) == (src_w, src_h) == (width, height):
-        fitted = image  # only the format changes
-    elif (crop_w, crop_h) == (width, height):
-        fitted = image.crop(box)
-    else:
-        fitted = image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+    fitted = crop_to(image, width, height)
     # Fast settings, measured in BENCHMARKS.md: JPEG without optimize=True (a
     # third of the time, files ~15% larger); PNG at zlib level 1 (4-6x faster
     # than the default 6, files at most ~20% larger); WEBP method 0 (3x

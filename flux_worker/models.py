@@ -7,7 +7,12 @@ schemas; adding a model is one entry in REGISTRY.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TypedDict
+
+from .errors import InvalidRequest
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from .input_images import ImageInputs
 
 JSON = "json"
 MULTIPART = "multipart"
@@ -38,7 +43,23 @@ class ImageModel:
     never_empty: tuple[str, ...] = ()
     negative_prompt: bool = False
     seed_field: str | None = "seed"  # every model documents an integer seed
+    # Pictures in (docs/workers-ai-models.md): FLUX.2 takes reference images
+    # as multipart files; the SD 1.5 models take an init image (and a mask)
+    # as arrays of the PNG file's bytes, with a strength.
+    reference_images: int = 0  # how many at most, as input_image_0, input_image_1, …
+    reference_side: int = 512  # each reference fits within this many pixels a side
+    init_image: bool = False  # takes `image` and `strength`
+    takes_mask: bool = False  # takes `mask` (and needs one: inpainting)
+    needs_image: bool = False  # draws nothing without a picture in
     created: int = 1700000000  # reported by /v1/models, which requires it
+
+    @property
+    def takes_images(self) -> bool:
+        return self.reference_images > 0 or self.init_image
+
+    @property
+    def max_input_images(self) -> int:
+        return self.reference_images or (1 if self.init_image else 0)
 
     @property
     def takes_size(self) -> bool:
@@ -80,6 +101,19 @@ class ImageModel:
                 fields.pop(name, None)
         return fields
 
+    def image_fields(self, inputs: ImageInputs) -> tuple[dict[str, object], dict[str, bytes]]:
+        """Return a job's pictures as this model takes them: (JSON fields, file parts)."""
+        fields: dict[str, object] = {}
+        files = {f"input_image_{index}": png for index, png in
+                 enumerate(inputs.references[:self.reference_images])}
+        if self.init_image and inputs.init_image is not None:
+            fields["image"] = list(inputs.init_image)  # the file's bytes, as Cloudflare's examples
+            if inputs.strength is not None:
+                fields["strength"] = inputs.strength
+        if self.takes_mask and inputs.mask is not None:
+            fields["mask"] = list(inputs.mask)
+        return fields, files
+
 
 # ImageModel fields that several models share, typed so that `**` passes the
 # same checks as keyword arguments.
@@ -105,6 +139,10 @@ _SDXL_LIKE = _WithSteps(encoding=JSON, output=BINARY, size_range=(256, 2048), si
                         never_empty=("negative_prompt",))
 _FLUX2 = _Sized(encoding=MULTIPART, output=BASE64, size_range=(256, 1920), size_step=16,
                 native_size=(1024, 768))
+# SD 1.5 documents no default size; 512x512 is what the model was trained on.
+_SD15 = _WithSteps(encoding=JSON, output=BINARY, size_range=(256, 2048), size_step=8,
+                   native_size=(512, 512), steps_field="num_steps", max_steps=20,
+                   negative_prompt=True, never_empty=("negative_prompt",))
 
 REGISTRY: dict[str, ImageModel] = {
     model.id: model
@@ -112,10 +150,12 @@ REGISTRY: dict[str, ImageModel] = {
         ImageModel("@cf/black-forest-labs/flux-1-schnell", "black-forest-labs", JSON, BASE64,
                    size_range=None, steps_field="steps", max_steps=8, default_steps=4),
         ImageModel("@cf/black-forest-labs/flux-2-dev", "black-forest-labs", **_FLUX2,
-                   steps_field="steps", max_steps=50),
+                   steps_field="steps", max_steps=50, reference_images=4),
         # klein: steps are fixed at 4 and not adjustable, so none are sent.
-        ImageModel("@cf/black-forest-labs/flux-2-klein-4b", "black-forest-labs", **_FLUX2),
-        ImageModel("@cf/black-forest-labs/flux-2-klein-9b", "black-forest-labs", **_FLUX2),
+        ImageModel("@cf/black-forest-labs/flux-2-klein-4b", "black-forest-labs", **_FLUX2,
+                   reference_images=4),
+        ImageModel("@cf/black-forest-labs/flux-2-klein-9b", "black-forest-labs", **_FLUX2,
+                   reference_images=4),
         ImageModel("@cf/leonardo/lucid-origin", "leonardo", JSON, BASE64,
                    size_range=(256, 2500), size_step=16, native_size=(1120, 1120),
                    steps_field="steps", max_steps=40),
@@ -125,16 +165,28 @@ REGISTRY: dict[str, ImageModel] = {
         ImageModel("@cf/stabilityai/stable-diffusion-xl-base-1.0", "stabilityai", **_SDXL_LIKE),
         ImageModel("@cf/bytedance/stable-diffusion-xl-lightning", "bytedance", **_SDXL_LIKE),
         ImageModel("@cf/lykon/dreamshaper-8-lcm", "lykon", **_SDXL_LIKE),
+        ImageModel("@cf/runwayml/stable-diffusion-v1-5-img2img", "runwayml", **_SD15,
+                   init_image=True, needs_image=True),
+        ImageModel("@cf/runwayml/stable-diffusion-v1-5-inpainting", "runwayml", **_SD15,
+                   init_image=True, takes_mask=True, needs_image=True),
     )
 }
+
+
+# Pictures in, when the request names no model that takes them: the
+# cheapest reference-image model, and the one inpainting model.
+DEFAULT_EDIT_MODEL = "@cf/black-forest-labs/flux-2-klein-4b"
+DEFAULT_INPAINT_MODEL = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
 
 
 class ModelCatalog:
     """The models this deployment offers, and how a request's name picks one."""
 
     def __init__(self, default_id: str, offered_ids: tuple[str, ...] = (),
-                 steps: int | None = None):
-        unknown = [name for name in (default_id, *offered_ids) if name not in REGISTRY]
+                 steps: int | None = None, *, edit_id: str = DEFAULT_EDIT_MODEL,
+                 inpaint_id: str = DEFAULT_INPAINT_MODEL):
+        unknown = [name for name in (default_id, *offered_ids, edit_id, inpaint_id)
+                   if name not in REGISTRY]
         if unknown:
             raise ValueError(f"unknown image model(s): {', '.join(unknown)}; "
                              f"known: {', '.join(REGISTRY)}")
@@ -147,6 +199,13 @@ class ModelCatalog:
         self.offered = [self.default if i == default_id else REGISTRY[i] for i in ids]
         self._by_name = {_short(model.id): model for model in self.offered}
         self._by_name.update({model.id: model for model in self.offered})
+        self.edit = REGISTRY[edit_id]
+        self.inpaint = REGISTRY[inpaint_id]
+        if not self.edit.takes_images or self.edit.takes_mask:
+            raise ValueError(f"{edit_id} cannot be the edit model: it takes no pictures, or "
+                             "needs a mask")
+        if not self.inpaint.takes_mask:
+            raise ValueError(f"{inpaint_id} cannot be the inpainting model: it takes no mask")
 
     def pick(self, name: object) -> ImageModel:
         """Return the offered model a request names; anything else gets the default.
@@ -157,6 +216,22 @@ class ModelCatalog:
         if isinstance(name, str):
             return self._by_name.get(name.strip(), self.default)
         return self.default
+
+
+    def pick_editor(self, name: object, *, mask: bool) -> ImageModel:
+        """Return the model that changes pictures for a request: the one it
+        names when that model can (with a mask: inpaint), else the edit model
+        (with a mask: the inpainting model).
+
+        :raises InvalidRequest: when the named model needs a mask and has none.
+        """
+        named = self._by_name.get(name.strip()) if isinstance(name, str) else None
+        if named is not None and named.takes_mask and not mask:
+            raise InvalidRequest(f"{named.id} repaints the area a mask marks; send a mask, or "
+                                 "name another model.", param="mask")
+        if named is not None and named.takes_images and named.takes_mask == mask:
+            return named
+        return self.inpaint if mask else self.edit
 
 
 def _short(model_id: str) -> str:

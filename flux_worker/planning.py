@@ -4,12 +4,16 @@ in one place, before any capacity is taken or any upstream is called."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from PIL import Image
+
 from .errors import InvalidRequest
+from .input_images import ImageInputs, InputImage, init_png, reference_png
 from .models import ImageModel
-from .sizes import MAX_SEED, check_seed, exact_size, parse_prompt, parse_size, size_for
+from .sizes import MAX_SEED, Ratio, check_seed, exact_size, parse_prompt, parse_size, size_for
 
 # Optional OpenAI fields we ignore but still type-check, so a wrong type is a
 # clear 400 rather than silently odd behaviour.
@@ -34,6 +38,15 @@ class ImageJob:
     draw_size: tuple[int, int] | None = None
     output_format: str | None = None  # "png", "jpeg" or "webp"; None keeps the model's own
     output_compression: int | None = None  # 0-100, for jpeg and webp
+    inputs: ImageInputs | None = None  # pictures in: an edit, a variation, a refinement
+
+
+# What an edit draws when its words say nothing beyond a size ("16:9").
+SAME_PICTURE_PROMPT = "The same picture"
+# How far an img2img model moves from the picture when the client says
+# nothing: far enough to follow the words, close enough to keep the picture.
+EDIT_STRENGTH = 0.75
+VARIATION_STRENGTH = 0.6
 
 
 def check_optional_types(body: dict, fields: Mapping[str, type | tuple[type, ...]]) -> None:
@@ -49,39 +62,81 @@ def check_optional_types(body: dict, fields: Mapping[str, type | tuple[type, ...
 
 
 def plan_job(prompt: str, model: ImageModel, *, size: str | None = None, seed: object = None,
-             prompt_param: str = "prompt") -> ImageJob:
-    """Turn a prompt (and an OpenAI `size` and `seed`, if any) into the job to run.
+             prompt_param: str = "prompt", pictures: Sequence[InputImage] = (),
+             mask: Image.Image | None = None, strength: float | None = None,
+             image_param: str = "image") -> ImageJob:
+    """Turn a prompt (and an OpenAI `size` and `seed`, if any, and pictures
+    in) into the job to run.
 
     Size: a ratio the prompt ends with wins over `size` (Open WebUI always
-    sends 512x512); else `size: WxH` is delivered exactly; else the model's
-    own default. Seed: `--seed N` in the prompt, else the `seed` field, else
-    a fresh random one (regenerate must not repeat a picture).
+    sends 512x512); else `size: WxH` is delivered exactly; else the first
+    picture's ratio; else the model's own default. Seed: `--seed N` in the
+    prompt, else the `seed` field, else a fresh random one (regenerate must
+    not repeat a picture). Pictures are encoded here, once, as the model
+    takes them.
 
     :raises InvalidRequest: for an empty prompt, a prompt over the model's
-        limit, a bad seed, or a size or ratio the model cannot make; `param`
-        names the field the client must change.
+        limit, a bad seed, a size or ratio the model cannot make, or pictures
+        the model cannot take; `param` names the field the client must change.
     """
     given_seed = check_seed(seed, "seed") if seed is not None else None
     parsed = parse_prompt(prompt, param=prompt_param)
-    if not parsed.text:
+    text = parsed.text or (SAME_PICTURE_PROMPT if pictures else "")
+    if not text:
         raise InvalidRequest("The prompt has no text to draw once its aspect ratio, --seed and "
                              "--no are taken out.", param=prompt_param)
-    if len(parsed.text) > model.max_prompt_chars:
-        raise InvalidRequest(f"The prompt is {len(parsed.text)} characters; {model.id} takes at "
+    if len(text) > model.max_prompt_chars:
+        raise InvalidRequest(f"The prompt is {len(text)} characters; {model.id} takes at "
                              f"most {model.max_prompt_chars}.", param=prompt_param,
                              code="prompt_too_long")
+    _check_pictures(model, pictures, image_param)
     asked = parse_size(size) if size else None
     draw_size = None
-    if parsed.ratio is not None or asked is None:
+    if parsed.ratio is not None or (asked is None and not pictures):
         width, height = size_for(parsed.ratio, model, param=prompt_param)
+    elif asked is None:
+        width, height = _size_like(pictures[0], model)
     else:
         width, height = asked
         draw_size = exact_size(width, height, model)
     given = parsed.seed if parsed.seed is not None else given_seed
-    return ImageJob(prompt=parsed.text, model=model, width=width, height=height,
+    inputs = _encode(pictures, mask, strength, model, draw_size or (width, height))
+    return ImageJob(prompt=text, model=model, width=width, height=height,
                     negative_prompt=parsed.negative, draw_size=draw_size,
                     seed=given if given is not None else random_seed(),
-                    seed_given=given is not None)
+                    seed_given=given is not None, inputs=inputs)
+
+
+def _check_pictures(model: ImageModel, pictures: Sequence[InputImage], param: str) -> None:
+    if model.needs_image and not pictures:
+        raise InvalidRequest(f"{model.id} changes a picture and draws nothing without one; "
+                             "attach an image, or use /v1/images/edits.", param="model")
+    if len(pictures) > model.max_input_images:
+        raise InvalidRequest(f"{len(pictures)} pictures were sent; {model.id} takes at most "
+                             f"{model.max_input_images}.", param=param, code="too_many_images")
+
+
+def _size_like(picture: InputImage, model: ImageModel) -> tuple[int, int]:
+    """The model's usual size in the picture's ratio, or its default when the
+    ratio is beyond what it makes."""
+    width, height = picture.source_size
+    common = math.gcd(width, height)
+    try:
+        return size_for(Ratio(width // common, height // common), model)
+    except InvalidRequest:
+        return model.native_size
+
+
+def _encode(pictures: Sequence[InputImage], mask: Image.Image | None, strength: float | None,
+            model: ImageModel, drawn: tuple[int, int]) -> ImageInputs | None:
+    if not pictures:
+        return None
+    return ImageInputs(
+        references=tuple(reference_png(p, model.reference_side) for p in pictures)
+        if model.reference_images else (),
+        init_image=init_png(pictures[0].image, *drawn) if model.init_image else None,
+        mask=init_png(mask, *drawn) if mask is not None and model.takes_mask else None,
+        strength=strength if model.init_image else None)
 
 
 def random_seed() -> int:

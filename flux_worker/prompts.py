@@ -173,3 +173,23 @@ def between(text: str, opening: str, closing: str) -> str | None:
     start = text.find(opening)
     end = text.find(closing, start + len(opening)) if start >= 0 else -1
     return text[start + len(opening):end] if end >= 0 else None
+
+
+def image_urls(message: dict, index: int) -> list[tuple[object, str]]:
+    """The picture URLs in a message's `image_url` parts (a string or
+    {"url": …}), each with the param that names it in an error."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return []
+    found = []
+    for number, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            value = part.get("image_url")
+            url = value.get("url") if isinstance(value, dict) else value
+            found.append((url, f"messages[{index}].content[{number}].image_url"))
+    return found
+
+
+def last_user_index(messages: list[dict]) -> int | None:
+    return next((index for index in range(len(messages) - 1, -1, -1)
+                 if messages[index]["role"] == "user"), None)

@@ -9,8 +9,11 @@ paragraph, and strict renderers show them run together.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+
+from .input_images import InputImage
 
 LOCALES = Path(__file__).with_name("locales")
 
@@ -37,20 +40,36 @@ class ReplyText:
     last (the image, or the failure), which ends with a newline."""
 
     def __init__(self, language: str, *, original: str, width: int, height: int,
-                 prompt_model: str | None, drawn: tuple[int, int] | None = None):
+                 prompt_model: str | None, drawn: tuple[int, int] | None = None,
+                 pictures: Sequence[InputImage] = ()):
         self._t = load_texts(language)
         self.original = _one_line(original)
         self.size = f"{width}x{height}"
         if drawn:  # the model's step made it draw another size; the image is fitted
             self.size = self._t["size_drawn"].format(size=self.size, drawn="{}x{}".format(*drawn))
         self.prompt_model = prompt_model or self._t["original_prompt_model"]
+        self.pictures = pictures
 
     def opening(self) -> str:
         """What is known before any upstream call: prompt, prompt model, size."""
         t = self._t
         return _paragraphs(t["original_prompt"].format(prompt=self.original),
+                           *self._pictures_line(),
                            t["prompt_model"].format(model=self.prompt_model),
                            t["image_size"].format(size=self.size))
+
+    def _pictures_line(self) -> list[str]:
+        """Which picture is being changed: the reply says so, in one line."""
+        if not self.pictures:
+            return []
+        first = self.pictures[0]
+        if len(self.pictures) > 1:
+            return [self._t["input_many"].format(count=len(self.pictures))]
+        if first.origin == "previous":
+            return [self._t["input_previous"].format(url=first.link)]
+        if first.origin == "link":
+            return [self._t["input_link"].format(url=first.link)]
+        return [self._t["input_attached"]]
 
     def optimized(self, prompt: str, failed: bool = False) -> str:
         lines = [self._t["optimized_prompt"].format(prompt=_one_line(prompt))]

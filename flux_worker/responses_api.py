@@ -206,12 +206,12 @@ def plan_response(request: ResponsesRequest, services: Services) -> chat.ChatPla
 
     :raises InvalidRequest: for a prompt or size the model cannot make.
     """
-    model = services.catalog.pick(request.chat.model_name)
     tool = request.image_tool
     size = tool.size if tool else None
     with _renamed_param("messages", "input"), \
             _renamed_param("size", f"tools[{tool.index if tool else 0}].size"):
-        plan = chat.plan_chat(request.chat, model, language=services.settings.response_language,
+        plan = chat.plan_chat(request.chat, services.catalog, services.pictures,
+                              language=services.settings.response_language,
                               prompt_model=services.images.prompt_model, size=size)
     if plan.job is None or tool is None:
         return plan

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -21,8 +22,11 @@ from . import access, chat, images_api, openai_format, responses_api, sse
 from .auth import check_api_key
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
+from .image_sources import PictureReader
+from .input_images import InputImage, load_image
 from .links import LinkOrigins, looks_internal
 from .models import ModelCatalog
+from .planning import ImageJob
 from .settings import Settings
 from .store import ImageStore
 
@@ -43,6 +47,7 @@ class Services:
     images: ImageService
     store: ImageStore
     links: LinkOrigins
+    pictures: PictureReader
 
     def close(self) -> None:
         """Stop the pool and close every session and connection (worker exit)."""
@@ -63,6 +68,12 @@ def image_base_url() -> str:
     return services().links.origin_for(request.host_url.rstrip("/"))
 
 
+def allow_pictures() -> None:
+    """Raise this request's body limit to what a request carrying pictures may
+    need (MAX_UPLOAD_MB), one byte over as create_app sets the default one."""
+    request.max_content_length = services().settings.max_upload_bytes + 1
+
+
 def read_json() -> object:
     """Return the request body parsed as JSON, whatever Content-Type claims.
 
@@ -71,7 +82,7 @@ def read_json() -> object:
     :raises RequestEntityTooLarge: for a body over the limit, chunked or not.
     """
     data = request.get_data(cache=True)
-    if len(data) > services().settings.max_body_bytes:  # chunked or not (see create_app)
+    if len(data) >= (request.max_content_length or 0):  # chunked or not (see create_app)
         raise RequestEntityTooLarge()
     if not data.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
@@ -174,9 +185,10 @@ def list_models():
 @api.post("/chat/completions")
 def chat_completions():
     svc = services()
+    allow_pictures()
     chat_request = chat.parse_chat_request(read_json())
     access.describe_request(stream=chat_request.stream)
-    plan = chat.plan_chat(chat_request, svc.catalog.pick(chat_request.model_name),
+    plan = chat.plan_chat(chat_request, svc.catalog, svc.pictures,
                           language=svc.settings.response_language,
                           prompt_model=svc.images.prompt_model)
     access.describe_request(model=plan.model.id, kind=plan.kind)
@@ -194,6 +206,74 @@ def create_images():
     access.describe_request(stream=images_request.stream, kind="images")
     job = images_api.plan_images(images_request, svc.catalog.pick(images_request.model_name))
     access.describe_request(model=job.model.id)
+    return _images_answer(svc, images_request, job)
+
+
+@api.post("/images/edits")
+def edit_images():
+    """Pictures changed as a prompt says: multipart `image`/`image[]` (and
+    `mask`), or JSON `images: [{"image_url": …}]`."""
+    return _change_pictures("edit")
+
+
+@api.post("/images/variations")
+def vary_images():
+    return _change_pictures("variation")
+
+
+def _change_pictures(kind: str):
+    svc = services()
+    allow_pictures()
+    body, pictures, mask = read_pictures_body()
+    images_request = images_api.parse_images_request(body, kind)
+    access.describe_request(stream=images_request.stream, kind=f"images_{kind}")
+    job = images_api.plan_edit(images_request, svc.catalog, pictures(), mask(),
+                               variation=kind == "variation")
+    access.describe_request(model=job.model.id)
+    return _images_answer(svc, images_request, job)
+
+
+def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable[[], bytes | None]]:
+    """An edit's fields, and (read only once the fields are valid) its
+    pictures and its mask's bytes: from a multipart form's files, or from
+    JSON `images`/`mask` URLs.
+
+    :raises InvalidRequest: for a body that is neither, or malformed parts.
+    """
+    reader = services().pictures
+    if request.mimetype == "multipart/form-data":
+        fields = images_api.form_fields(request.form)
+        files = [(upload, "image") for upload in request.files.getlist("image")]
+        files += [(upload, f"image[{index}]")
+                  for index, upload in enumerate(request.files.getlist("image[]"))]
+        mask_file = request.files.get("mask")
+        return (fields, lambda: [load_image(upload.read(), param) for upload, param in files],
+                lambda: mask_file.read() if mask_file is not None else None)
+    body = read_json()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object or a multipart form.")
+    images = body.get("images", [])
+    if not isinstance(images, list):
+        raise InvalidRequest("images must be an array of {\"image_url\": …} objects.",
+                             param="images")
+    urls = [(_image_url(item, f"images[{index}]"), f"images[{index}]")
+            for index, item in enumerate(images)]
+    mask = body.get("mask")
+    return (body, lambda: [reader.read(url, param) for url, param in urls],
+            lambda: reader.read_bytes(_image_url(mask, "mask"), "mask")[0]
+            if mask is not None else None)
+
+
+def _image_url(item: object, param: str) -> object:
+    """The URL of one JSON image reference: {"image_url": "…"} or the string itself."""
+    if isinstance(item, dict) and "file_id" in item and "image_url" not in item:
+        raise InvalidRequest(f"{param}.file_id is not supported here: send image_url with a "
+                             "data: URL or a link.", param=param)
+    return item.get("image_url") if isinstance(item, dict) else item
+
+
+def _images_answer(svc: Services, images_request: images_api.ImagesRequest,
+                   job: ImageJob) -> Response:
     if images_request.stream:
         frames = images_api.stream(svc.images, images_request, job,
                                    svc.settings.sse_keepalive_seconds)
@@ -205,4 +285,5 @@ def create_images():
 def create_response():
     """The Responses API (the Vercel AI SDK's default): the chat reply as a Response."""
     svc = services()
+    allow_pictures()
     return responses_api.respond(svc, read_json(), image_base_url())

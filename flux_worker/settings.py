@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, overload
 from urllib.parse import urlsplit
 
-from .models import REGISTRY
+from .models import DEFAULT_EDIT_MODEL, DEFAULT_INPAINT_MODEL, REGISTRY
 from .redaction import Redactor
 
 DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
@@ -97,6 +97,9 @@ class Settings:
     flux_model: str = DEFAULT_FLUX_MODEL
     image_models: tuple[str, ...] = ()  # empty: every model in the registry
     flux_num_steps: int = 4
+    edit_model: str = DEFAULT_EDIT_MODEL
+    inpaint_model: str = DEFAULT_INPAINT_MODEL
+    allow_remote_images: bool = False  # fetch http(s) image links (public addresses only)
     prompt_optimization: bool = False
     external_api_base: str = ""
     external_model: str = ""
@@ -113,6 +116,7 @@ class Settings:
     rate_limit: str = ""
     rate_limit_storage_uri: str = field(default="memory://", repr=False)  # may hold a password
     max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 32 * 1024 * 1024  # a request that may carry pictures
     log_level: str = "info"
 
     @property
@@ -170,6 +174,12 @@ class Settings:
             image_models=tuple(_model_id(name, "IMAGE_MODELS")
                                for name in reader.csv("IMAGE_MODELS")),
             flux_num_steps=reader.integer("FLUX_NUM_STEPS", 4, minimum=1, maximum=8),
+            edit_model=_model_id(reader.text("EDIT_MODEL", DEFAULT_EDIT_MODEL), "EDIT_MODEL"),
+            inpaint_model=_model_id(reader.text("INPAINT_MODEL", DEFAULT_INPAINT_MODEL),
+                                    "INPAINT_MODEL"),
+            allow_remote_images=reader.boolean("ALLOW_REMOTE_IMAGES", False),
+            max_upload_bytes=reader.integer("MAX_UPLOAD_MB", 32, minimum=1,
+                                            maximum=512) * 1024 * 1024,
             prompt_optimization=optimization,
             external_api_base=reader.url("EXTERNAL_API_BASE", ""),
             external_model=reader.text("EXTERNAL_MODEL"),
@@ -188,6 +198,13 @@ class Settings:
             rate_limit_storage_uri=reader.text("RATE_LIMIT_STORAGE_URI", "memory://"),
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         )
+        edit, inpaint = REGISTRY[settings.edit_model], REGISTRY[settings.inpaint_model]
+        if not edit.takes_images or edit.takes_mask:
+            raise ConfigError(f"EDIT_MODEL {settings.edit_model} cannot change pictures without "
+                              f"a mask; use one of {', '.join(_editors(mask=False))}")
+        if not inpaint.takes_mask:
+            raise ConfigError(f"INPAINT_MODEL {settings.inpaint_model} takes no mask; use one of "
+                              f"{', '.join(_editors(mask=True))}")
         if settings.rate_limit:
             _check_rate_limit(settings.rate_limit)
         if settings.rate_limit_storage_uri != "memory://":
@@ -206,6 +223,8 @@ class Settings:
             "workers_ai": "configured" if self.workers_ai_configured else "not configured",
             "store": "workers-kv" if self.uses_kv else f"sqlite:{self.image_store_path}",
             "flux_model": self.flux_model,
+            "edit_model": self.edit_model,
+            "remote_images": self.allow_remote_images,
             "prompt_optimization": self.optimizer_enabled,
             "external_api_key": "set" if self.external_api_key else "unset",
         }
@@ -217,6 +236,11 @@ def _model_id(value: str, variable: str) -> str:
         if value in (model_id, model_id.rsplit("/", 1)[-1]):
             return model_id
     raise ConfigError(f"{variable} names an unknown model {value!r}; known: {', '.join(REGISTRY)}")
+
+
+def _editors(*, mask: bool) -> list[str]:
+    return [model_id for model_id, model in REGISTRY.items()
+            if model.takes_images and model.takes_mask == mask]
 
 
 def _check_rate_limit(value: str) -> None:

@@ -25,16 +25,22 @@ class WorkersAIClient:
         self._url = f"{api_base}/accounts/{account_id}/ai/run/"
         self._headers = {"Authorization": f"Bearer {api_token}"}
 
-    def generate(self, model: ImageModel, inputs: dict[str, object]) -> Answer:
+    def generate(self, model: ImageModel, inputs: dict[str, object],
+                 files: dict[str, bytes] | None = None) -> Answer:
         """Run the model and return its whole, successful answer (see `image_bytes`).
+        `files` are PNG parts of a multipart model's form (reference images).
 
         :raises FluxWorkerError: as cloudflare.BY_CODE maps Cloudflare's failures.
         :raises UpstreamTimeout: when no whole answer came within the deadline.
         """
         if model.encoding == MULTIPART:
             # requests writes the multipart boundary itself; no Content-Type here.
-            body: dict = {"files": {name: (None, str(value)) for name, value in inputs.items()}}
+            parts: dict[str, tuple] = {name: (None, str(value)) for name, value in inputs.items()}
+            parts.update({name: (f"{name}.png", data, "image/png")
+                          for name, data in (files or {}).items()})
+            body: dict = {"files": parts}
         else:
+            assert not files, "JSON models take their pictures as fields"
             body = {"json": inputs}
         return self._upstream.call("POST", self._url + model.id, self._check, idempotent=False,
                                    headers=self._headers, **body)

@@ -117,7 +117,12 @@ MODELS = {
     "@cf/stabilityai/stable-diffusion-xl-base-1.0": ("json", "binary", "PNG", "image/png"),
     "@cf/bytedance/stable-diffusion-xl-lightning": ("json", "binary", "JPEG", "image/png"),
     "@cf/lykon/dreamshaper-8-lcm": ("json", "binary", "PNG", "image/png"),
+    "@cf/runwayml/stable-diffusion-v1-5-img2img": ("json", "binary", "PNG", "image/png"),
+    "@cf/runwayml/stable-diffusion-v1-5-inpainting": ("json", "binary", "PNG", "image/png"),
 }
+IMG2IMG = "@cf/runwayml/stable-diffusion-v1-5-img2img"
+INPAINTING = "@cf/runwayml/stable-diffusion-v1-5-inpainting"
+REFERENCE_SIDE = 512  # FLUX.2: "All input images must be smaller than 512x512"
 FLUX_2 = "@cf/black-forest-labs/flux-2-"
 SCHNELL = "@cf/black-forest-labs/flux-1-schnell"
 DEFAULT_SIZES = {FLUX_2: (1024, 768), "@cf/leonardo/lucid-origin": (1120, 1120)}
@@ -145,9 +150,10 @@ _FLUX_2_FIELDS = {"prompt": _PROMPT, "width": Field("integer", 256, 1920),
 _SDXL_FIELDS = {"prompt": _PROMPT, "negative_prompt": Field("string"),
                 "width": Field("integer", 256, 2048), "height": Field("integer", 256, 2048),
                 "num_steps": Field("integer", 1, 20), "guidance": Field("number"),
-                "strength": Field("number"), "seed": _SEED,
-                # img2img / inpainting inputs: accepted, unused
-                "image": Field("array"), "image_b64": Field("string"), "mask": Field("array")}
+                # "a value between 0 and 1" (in the description, not the schema)
+                "strength": Field("number", 0, 1), "seed": _SEED,
+                # the input picture's file bytes, and the inpainting mask's
+                "image": Field("bytes"), "image_b64": Field("string"), "mask": Field("bytes")}
 
 # model id -> {field: Field}: every input each model accepts (docs/workers-ai-models.md).
 # "prompt" is required everywhere; any field not listed is refused as Workers AI's
@@ -172,6 +178,8 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "@cf/stabilityai/stable-diffusion-xl-base-1.0": _SDXL_FIELDS,
     "@cf/bytedance/stable-diffusion-xl-lightning": _SDXL_FIELDS,
     "@cf/lykon/dreamshaper-8-lcm": _SDXL_FIELDS,
+    IMG2IMG: _SDXL_FIELDS,
+    INPAINTING: _SDXL_FIELDS,
 }
 assert SCHEMAS.keys() == MODELS.keys()
 
@@ -497,11 +505,44 @@ def _read(raw, kind: str, multipart: bool):
         return raw if isinstance(raw, str) else _WRONG_TYPE
     if kind == "array":
         return raw if isinstance(raw, list) else _WRONG_TYPE
+    if kind == "bytes":  # an array of numbers 0..255: a file's bytes
+        if not isinstance(raw, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in raw):
+            return _WRONG_TYPE
+        return bytes(raw)
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
         return _WRONG_TYPE
     if kind == "integer":
         return int(raw) if float(raw).is_integer() else _WRONG_TYPE
     return raw
+
+
+def _decoded(data) -> Image.Image | None:
+    """A whole PNG, JPEG or WEBP image from bytes (a multipart file, an
+    array's bytes), or None."""
+    if not isinstance(data, (bytes, bytearray)):
+        return None
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"]) as picture:
+            picture.load()
+            return picture.copy()
+    except Exception:
+        return None
+
+
+def input_pictures(call: Call) -> list[Image.Image]:
+    """The pictures a Workers AI call carried, in order: FLUX.2 references,
+    then an SD init image (the mask is ``input_mask``)."""
+    inputs = call.form if call.form is not None else call.json or {}
+    names = sorted(n for n in inputs if n.startswith("input_image_")) + ["image"]
+    found = [_decoded(bytes(inputs[n]) if isinstance(inputs.get(n), list) else inputs.get(n))
+             for n in names if n in inputs]
+    return [p for p in found if p is not None]
+
+
+def input_mask(call: Call) -> Image.Image | None:
+    mask = (call.json or {}).get("mask")
+    return _decoded(bytes(mask)) if isinstance(mask, list) else None
 
 
 def _bound(cache: dict) -> None:
@@ -674,21 +715,26 @@ class FakeCloudflare:
             return entry
 
     def image(self, width: int, height: int, fmt: str, enveloped: bool = False,
-              seed: int | None = None) -> bytes:
+              seed: int | None = None, base: Image.Image | None = None) -> bytes:
         """The image bytes, or the whole base64 envelope, kept for the last
         IMAGE_CACHE_SIZE (size, format, padding, envelope, seed) asked (so that,
         under load, the fake spends little CPU of its own).
 
         Without a seed it is a grey gradient, always the same. A seed tints it
         and lays a block on it, both coloured and placed by the seed: the same
-        seed gives the same bytes, two seeds give different pixels."""
+        seed gives the same bytes, two seeds give different pixels. With a
+        ``base`` (the first picture sent in) it is that picture stretched to
+        the size, tinted the same way: an edit looks like what it edited."""
         key = (width, height, fmt, self.image_padding, enveloped, seed)
         with self._lock:
-            cached = self._images.pop(key, None)
+            cached = self._images.pop(key, None) if base is None else None
             if cached is not None:
                 self._images[key] = cached  # now the most recently used
                 return cached
-        picture = self._gradient(width, height)
+        if base is None:
+            picture = self._gradient(width, height)
+        else:
+            picture = base.convert("RGB").resize((width, height))
         if seed is not None:
             colour, (across, down) = _seed_tint(seed)
             picture = Image.blend(picture, Image.new("RGB", (width, height), colour), 0.3)
@@ -701,6 +747,8 @@ class FakeCloudflare:
         made = out.getvalue() + b"\0" * self.image_padding
         if enveloped:
             made = envelope({"image": base64.b64encode(made).decode()})
+        if base is not None:
+            return made
         with self._lock:
             self._images[key] = made
             _bound(self._images)
@@ -977,16 +1025,61 @@ class _Handler(BaseHTTPRequestHandler):
         values, problem = self._check_inputs(call.model, inputs, encoding == "multipart")
         if problem:
             return self._error(400, 5006, "AiError: Bad input: Error: " + problem)
+        pictures, problem = self._pictures(call.model, values)
+        if problem:
+            return self._error(*problem)
         if NSFW_TRIGGER in values["prompt"]:
             return self._error(400, 3030, "Input prompt contains NSFW content.")
         if self.fake.latency:
             self._halt.wait(self.fake.latency)
         width, height = self._size(call.model, values)
         seed = values.get("seed")
+        base = pictures[0] if pictures else None
         if output == "binary":
-            self._send(200, self.fake.image(width, height, fmt, seed=seed), declared)
+            self._send(200, self.fake.image(width, height, fmt, seed=seed, base=base), declared)
         else:
-            self._send(200, self.fake.image(width, height, fmt, enveloped=True, seed=seed))
+            self._send(200, self.fake.image(width, height, fmt, enveloped=True, seed=seed,
+                                            base=base))
+
+    def _pictures(self, model: str, values: dict
+                  ) -> tuple[list[Image.Image], tuple[int, int, str] | None]:
+        """The pictures a call sent, decoded, or the error Workers AI answers:
+        FLUX.2 references must be images within REFERENCE_SIDE a side; the SD
+        models' image (bytes or base64) and mask must be images, the mask as
+        large as the image; inpainting needs both, img2img its image."""
+        def bad(why: str) -> tuple[list, tuple[int, int, str]]:
+            return [], (400, 5006, "AiError: Bad input: Error: " + why)
+
+        pictures = []
+        for name in sorted(n for n in values if n.startswith("input_image_")):
+            picture = _decoded(values[name])
+            if picture is None:
+                return bad(f"{name} is not a valid image")
+            if max(picture.size) > REFERENCE_SIDE:
+                return bad(f"{name} must be smaller than {REFERENCE_SIDE}x{REFERENCE_SIDE}")
+            pictures.append(picture)
+        raw = values.get("image")
+        if "image_b64" in values:
+            try:
+                raw = base64.b64decode(values["image_b64"], validate=True)
+            except ValueError:
+                return [], (400, 5004, "Invalid data type for base64 input: image_b64")
+        if raw is not None:
+            picture = _decoded(raw)
+            if picture is None:
+                return bad("image is not a valid image")
+            pictures.append(picture)
+        if "mask" in values:
+            mask = _decoded(values["mask"])
+            if mask is None or raw is None or mask.size != pictures[-1].size:
+                return bad("mask must be an image of the input image's size")
+        if model in (IMG2IMG, INPAINTING) and raw is None:
+            return [], (400, 3030, "AiError: AiError: Model input is not valid: missing "
+                                   "required input image")
+        if model == INPAINTING and "mask" not in values:
+            return [], (400, 3030, "AiError: AiError: Model input is not valid: missing "
+                                   "required input mask_image")
+        return pictures, None
 
     def _check_inputs(self, model: str, inputs: dict,
                       multipart: bool) -> tuple[dict, str | None]:
@@ -1004,8 +1097,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, raw in inputs.items():
             spec = schema[name]
             value = _read(raw, spec.type, multipart)
-            if value is _WRONG_TYPE:
-                return {}, f"{name} must be {spec.type}"
+            if value is _WRONG_TYPE:  # bytes: an array of numbers to the schema
+                return {}, f"{name} must be {'array' if spec.type == 'bytes' else spec.type}"
             if spec.type == "string":
                 if spec.minimum is not None and len(value) < spec.minimum:
                     return {}, f"{name} must NOT have fewer than {spec.minimum} characters"

@@ -162,7 +162,7 @@ def test_a_chunked_body_over_the_limit_is_413(gunicorn):
     def chunks():
         for _ in range(17):
             yield b" " * 65536  # 1.06 MiB of whitespace, no Content-Length
-    response = requests.post(gunicorn.url + "/v1/chat/completions", data=chunks(), timeout=30,
+    response = requests.post(gunicorn.url + "/v1/images/generations", data=chunks(), timeout=30,
                              headers={**AUTH, "Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"

@@ -72,6 +72,12 @@ def image_of(response: requests.Response) -> bytes:
     return response.content
 
 
+def png(width: int, height: int, mode: str = "RGB", colour=(200, 40, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, (width, height), colour if mode == "RGB" else 255).save(out, "PNG")
+    return out.getvalue()
+
+
 def pixels(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as picture:
         return picture.convert("RGB")
@@ -435,8 +441,13 @@ ALL_FIELDS = {
            "guidance": 7.5, "strength": 1, "seed": -3},
     LIGHTNING: {"negative_prompt": "blurry", "width": 256, "height": 2048, "num_steps": 1,
                 "guidance": 0, "strength": 0.5, "seed": 2**40},
-    DREAMSHAPER: {"width": 1024, "height": 1024, "num_steps": 8, "guidance": 1.5, "seed": 9,
-                  "image_b64": "", "image": [], "mask": []},
+    DREAMSHAPER: {"width": 1024, "height": 1024, "num_steps": 8, "guidance": 1.5, "seed": 9},
+    cf.IMG2IMG: {"negative_prompt": "blurry", "width": 512, "height": 512, "num_steps": 20,
+                 "guidance": 7.5, "strength": 0.6, "seed": 1,
+                 "image_b64": base64.b64encode(png(64, 64)).decode()},
+    cf.INPAINTING: {"negative_prompt": "blurry", "width": 512, "height": 384, "num_steps": 20,
+                    "guidance": 7.5, "strength": 1, "seed": 2, "image": list(png(64, 48)),
+                    "mask": list(png(64, 48, "L"))},
 }
 
 

@@ -322,8 +322,8 @@ class TestExpiry:
 
 class TestRequestEdges:
     def test_a_chunked_body_over_the_limit_is_413(self, app):
-        body = json.dumps({"messages": [{"role": "user", "content": "x" * (1024 * 1024)}]})
-        environ = EnvironBuilder(method="POST", path="/v1/chat/completions", headers=AUTH,
+        body = json.dumps({"prompt": "x" * (1024 * 1024)})
+        environ = EnvironBuilder(method="POST", path="/v1/images/generations", headers=AUTH,
                                  content_type="application/json").get_environ()
         environ.pop("CONTENT_LENGTH", None)
         environ.update({"wsgi.input": io.BytesIO(body.encode()),
@@ -472,9 +472,9 @@ class TestFoundInReview:
     @pytest.mark.parametrize("size, status", [(1024 * 1024, 400), (1024 * 1024 + 1, 413)])
     def test_chunked_and_sized_bodies_meet_the_same_limit(self, app, client, size, status):
         data = b" " * size  # whitespace: not JSON, so at most a 400
-        assert client.post("/v1/chat/completions", headers=AUTH, data=data,
+        assert client.post("/v1/images/generations", headers=AUTH, data=data,
                            content_type="application/json").status_code == status
-        environ = EnvironBuilder(method="POST", path="/v1/chat/completions", headers=AUTH,
+        environ = EnvironBuilder(method="POST", path="/v1/images/generations", headers=AUTH,
                                  content_type="application/json").get_environ()
         environ.pop("CONTENT_LENGTH", None)
         environ.update({"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True})

@@ -39,9 +39,20 @@ def served(client, content: str, model: str | None = None):
     return text, image, Image.open(io.BytesIO(image.data))
 
 
-def test_registry_holds_every_text_to_image_model():
-    assert set(REGISTRY) == {SCHNELL, *FLUX_2, *SDXL_LIKE, "@cf/leonardo/lucid-origin",
+SD15 = ["@cf/runwayml/stable-diffusion-v1-5-img2img",
+        "@cf/runwayml/stable-diffusion-v1-5-inpainting"]
+
+
+def test_registry_holds_every_image_model():
+    assert set(REGISTRY) == {SCHNELL, *FLUX_2, *SDXL_LIKE, *SD15, "@cf/leonardo/lucid-origin",
                              "@cf/leonardo/phoenix-1.0"}
+
+
+def test_what_each_model_takes_in():
+    assert {m.id for m in REGISTRY.values() if m.reference_images == 4} == set(FLUX_2)
+    assert {m.id for m in REGISTRY.values() if m.init_image} == set(SD15)
+    assert {m.id for m in REGISTRY.values() if m.takes_mask} == {SD15[1]}
+    assert {m.id for m in REGISTRY.values() if m.needs_image} == set(SD15)
 
 
 class TestRequestShapes:

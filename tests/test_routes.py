@@ -121,7 +121,6 @@ class TestChat:
             {"role": "user", "content": "A dog"},
             {"role": "assistant", "content": "![Generated Image](http://x/image/abc)"},
             {"role": "user", "content": [{"type": "text", "text": "A red"},
-                                         {"type": "image_url", "image_url": {"url": "http://x/a.png"}},
                                          {"type": "text", "text": "fox 9:16"}]},
         ], "model": "gpt-4o", "temperature": 0.7, "stream_options": {"include_usage": True},
             "presence_penalty": 0, "user": "u1", "tools": []}
@@ -179,7 +178,7 @@ class TestBadInput:
         ('{"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}',
          "messages[0].content"),
         ('{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}',
-         "messages"),
+         "messages[0].content[0].image_url"),
         ('{"messages": [{"content": "hi"}]}', "messages[0]"),
         ('{"messages": [{"role": "user", "content": "cat"}], "stream": "yes"}', "stream"),
         ('{"messages": [{"role": "user", "content": "cat"}], "temperature": "hot"}', "temperature"),
@@ -204,10 +203,22 @@ class TestBadInput:
         assert_error(response, 400)
 
     def test_body_over_one_mib_is_413(self, client):
-        body = '{"messages": [{"role": "user", "content": "' + "x" * (1024 * 1024) + '"}]}'
-        response = client.post("/v1/chat/completions", headers=AUTH, data=body,
+        body = '{"prompt": "' + "x" * (1024 * 1024) + '"}'
+        response = client.post("/v1/images/generations", headers=AUTH, data=body,
                                content_type="application/json")
         assert_error(response, 413, "request_too_large")
+        assert "1 MiB" in response.json["error"]["message"]
+
+    def test_chat_takes_bodies_with_pictures_up_to_the_upload_limit(self, make_app):
+        client = make_app(max_upload_bytes=2 * 1024 * 1024).test_client()
+        words = "x" * (1536 * 1024)  # over the 1 MiB of a text-only endpoint
+        body = {"messages": [{"role": "user", "content": words}]}
+        response = client.post("/v1/chat/completions", headers=AUTH, json=body)
+        assert_error(response, 400, "prompt_too_long")  # read, then refused for its words
+        body["messages"][0]["content"] += "x" * (1024 * 1024)
+        response = client.post("/v1/chat/completions", headers=AUTH, json=body)
+        assert_error(response, 413, "request_too_large")
+        assert "2 MiB" in response.json["error"]["message"]
 
     def test_unknown_route_is_json_404(self, client):
         assert_error(client.get("/v1/nothing-here"), 404, "not_found")
