@@ -261,7 +261,9 @@ class GenerationRun:
     def _produce(self) -> RunResult:
         service, job = self._service, self._job
         started = time.monotonic()
-        optimized = service.optimize(job.prompt, job.width, job.height)
+        # An edit's words are about a picture the optimizer cannot see: they stay as written.
+        optimized = (service.optimize(job.prompt, job.width, job.height) if job.inputs is None
+                     else OptimizedPrompt(job.prompt, failed=False))
         optimize_ms = (time.monotonic() - started) * 1000
         self._progress.optimized(optimized)
         self._progress.generating()

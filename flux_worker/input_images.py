@@ -145,6 +145,9 @@ def _decode(data: bytes, param: str) -> Image.Image:
                 return ImageOps.exif_transpose(opened)
         except InvalidRequest:
             raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _bad(param, f"{param} has more pixels than this server decodes.",
+                       code="image_too_large") from None
         except DECODE_FAILURES:
             raise _bad(param, f"{param} could not be read as a {fmt} image.") from None
 

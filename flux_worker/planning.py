@@ -4,7 +4,6 @@ in one place, before any capacity is taken or any upstream is called."""
 from __future__ import annotations
 
 import secrets
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from PIL import Image
 from .errors import InvalidRequest
 from .input_images import ImageInputs, InputImage, init_png, reference_png
 from .models import ImageModel
-from .sizes import MAX_SEED, Ratio, check_seed, exact_size, parse_prompt, parse_size, size_for
+from .sizes import MAX_SEED, check_seed, exact_size, parse_prompt, parse_size, size_for
 
 # Optional OpenAI fields we ignore but still type-check, so a wrong type is a
 # clear 400 rather than silently odd behaviour.
@@ -117,14 +116,15 @@ def _check_pictures(model: ImageModel, pictures: Sequence[InputImage], param: st
 
 
 def _size_like(picture: InputImage, model: ImageModel) -> tuple[int, int]:
-    """The model's usual size in the picture's ratio, or its default when the
-    ratio is beyond what it makes."""
+    """The picture's ratio at the model's usual long side (sides rounded to
+    its step), or the model's default size when the ratio is beyond what it makes."""
     width, height = picture.source_size
-    common = math.gcd(width, height)
-    try:
-        return size_for(Ratio(width // common, height // common), model)
-    except InvalidRequest:
+    scale = max(model.native_size) / max(width, height)
+    step = model.size_step
+    sides = tuple(max(step, round(side * scale / step) * step) for side in (width, height))
+    if min(sides) < model.min_side or max(sides) > model.max_side:
         return model.native_size
+    return sides[0], sides[1]
 
 
 def _encode(pictures: Sequence[InputImage], mask: Image.Image | None, strength: float | None,

@@ -121,7 +121,8 @@ def _response_format(body: dict) -> dict | None:
 
 
 def input_messages(value: object, instructions: str | None = None) -> list[dict]:
-    """Turn `input` (a string, or a list of items) into chat messages with string content.
+    """Turn `input` (a string, or a list of items) into chat messages (text, and
+    `input_image` parts as `image_url` parts).
 
     Items that are not messages (`item_reference`, earlier tool calls) carry
     nothing we can draw, so they are skipped.
@@ -144,11 +145,22 @@ def input_messages(value: object, instructions: str | None = None) -> list[dict]
         if not isinstance(item.get("role"), str):
             raise InvalidRequest(f"input[{index}] must have a string role.",
                                  param=f"input[{index}].role")
-        messages.append({"role": item["role"],
-                         "content": _content_text(item.get("content"), index)})
-    if not any(m["role"] == "user" and m["content"].strip() for m in messages):
+        text = _content_text(item.get("content"), index)
+        pictures = _input_images(item.get("content"))
+        messages.append({"role": item["role"], "content": [
+            {"type": "text", "text": text}, *pictures] if pictures else text})
+    if not any(m["role"] == "user" and (isinstance(m["content"], list) or m["content"].strip())
+               for m in messages):
         raise InvalidRequest("input has no user text to draw.", param="input")
     return messages
+
+
+def _input_images(content: object) -> list[dict]:
+    """A message's `input_image` parts as the chat API's `image_url` parts."""
+    if not isinstance(content, list):
+        return []
+    return [{"type": "image_url", "image_url": {"url": part.get("image_url")}}
+            for part in content if isinstance(part, dict) and part.get("type") == "input_image"]
 
 
 def _content_text(content: object, index: int) -> str:

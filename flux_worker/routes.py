@@ -241,7 +241,7 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
     :raises InvalidRequest: for a body that is neither, or malformed parts.
     """
     reader = services().pictures
-    if request.mimetype == "multipart/form-data":
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         fields = images_api.form_fields(request.form)
         files = [(upload, "image") for upload in request.files.getlist("image")]
         files += [(upload, f"image[{index}]")
