@@ -116,6 +116,39 @@ def test_non_stream_generation_with_a_custom_ratio(page, fake):
     assert "/image/" in page.get_attribute("#download", "href")
 
 
+def test_an_uploaded_picture_is_edited_then_the_result_refined(page, fake, tmp_path):
+    from PIL import Image
+    upload = tmp_path / "red.png"
+    Image.new("RGB", (600, 300), (220, 20, 20)).save(upload)
+    page.fill("#api-key", API_KEY)
+    page.set_input_files("#picture", str(upload))
+    expect(page.locator("#picture-chosen")).to_be_visible()
+    assert page.input_value("#ratio") == "auto"  # the picture's own shape
+    page.fill("#prompt", "make it blue")
+    page.click("#generate")
+    size = wait_for_image(page)
+    assert (size["w"], size["h"]) == (1024, 512)  # 2:1, as the picture
+    (call,) = fake.calls_to("ai")
+    sent = fake_cloudflare.input_pictures(call)
+    assert len(sent) == 1 and sent[0].getpixel((5, 5))[0] > 200  # the red upload
+    assert call.form["prompt"] == "make it blue"
+    expect(page.locator("#progress")).to_contain_text("Changing the picture you attached")
+
+    first = page.get_attribute("#result-image", "src")
+    page.click("#edit-result")  # refine the result: our own link, read from the store
+    assert page.get_attribute("#picture-preview", "src") == first
+    page.fill("#prompt", "add a hat")
+    page.click("#generate")
+    expect(page.locator("#progress")).to_contain_text("Changing the picture at " + first)
+    page.wait_for_function(f"() => document.getElementById('result-image').src !== {first!r}")
+    wait_for_image(page)
+    assert len(fake.calls_to("ai")) == 2
+    assert len(fake_cloudflare.input_pictures(fake.calls_to("ai")[1])) == 1
+    page.click("#picture-clear")
+    assert page.locator("#picture-chosen").is_hidden()
+    assert page.console_errors == []
+
+
 def test_wrong_key_shows_a_readable_error(page):
     fill_form(page, "not-the-key", "A lighthouse")
     page.click("#generate")

@@ -8,6 +8,8 @@ import base64
 import io
 import re
 
+import openai
+import pytest
 import requests
 from PIL import Image
 
@@ -122,3 +124,51 @@ class TestResponsesApi:
         image_call, _ = final.output
         assert decoded(image_call.result).format == "WEBP"
         assert "🎨 Original prompt: A red fox" in final.output_text
+
+
+def _png(colour, size=(96, 64)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "PNG")
+    return out.getvalue()
+
+
+class TestPicturesIn:
+    """openai-python's images.edit and images.create_variation (issue 13)."""
+
+    def test_edit_one_picture(self, sdk, fake):
+        result = sdk.images.edit(image=("cat.png", _png((200, 0, 0)), "image/png"),
+                                 prompt="make it blue")
+        assert decoded(result.data[0].b64_json).size == (1024, 688)  # 3:2, as the picture
+        (call,) = fake.calls_to("ai")
+        assert call.model == "@cf/black-forest-labs/flux-2-klein-4b"
+        assert "input_image_0" in call.form and "input_image_1" not in call.form
+
+    def test_edit_several_pictures(self, sdk, fake):
+        images = [_png(colour) for colour in ((255, 0, 0), (0, 255, 0))]
+        result = sdk.images.edit(image=images, prompt="both together", size="512x512", n=2)
+        assert len(result.data) == 2
+        assert all("input_image_1" in call.form for call in fake.calls_to("ai"))
+
+    def test_edit_with_a_mask(self, sdk, fake):
+        mask = Image.new("RGBA", (96, 64), (0, 0, 0, 0))
+        out = io.BytesIO()
+        mask.save(out, "PNG")
+        result = sdk.images.edit(image=_png((0, 0, 200)), mask=out.getvalue(), prompt="a hat",
+                                 response_format="url")
+        assert requests.get(result.data[0].url, timeout=10).status_code == 200
+        (call,) = fake.calls_to("ai")
+        assert call.model == "@cf/runwayml/stable-diffusion-v1-5-inpainting"
+        assert isinstance(call.json["mask"], list) and isinstance(call.json["image"], list)
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # DALL-E 2's, in openai>=3.5
+    def test_create_variation(self, sdk, fake):
+        result = sdk.images.create_variation(image=_png((0, 200, 0)), n=1,
+                                             response_format="b64_json")
+        assert decoded(result.data[0].b64_json).size == (1024, 688)
+        assert len(fake.calls_to("ai")) == 1
+
+    def test_a_bad_picture_is_a_400_the_sdk_raises(self, sdk, fake):
+        with pytest.raises(openai.BadRequestError) as raised:
+            sdk.images.edit(image=b"not a picture", prompt="x")
+        assert raised.value.body["param"] == "image"
+        assert fake.calls_to("ai") == []

@@ -31,7 +31,15 @@
     recent: $("recent"),
     recentEmpty: $("recent-empty"),
     idle: $("idle"),
+    picture: $("picture"),
+    pictureChosen: $("picture-chosen"),
+    picturePreview: $("picture-preview"),
+    pictureClear: $("picture-clear"),
+    editResult: $("edit-result"),
   };
+  const PICTURE_MAX_BYTES = 20 * 1024 * 1024; // the server decodes pictures up to 20 MiB
+  // The picture to change: {url} (a data: URL of a file, or one of our image links), or null.
+  let picture = null;
   const expirationSeconds = Number(app.dataset.imageExpiration) || 1800;
   const defaultModel = app.dataset.defaultModel || "";
 
@@ -166,6 +174,37 @@
     return match[1] + ":" + match[2];
   }
 
+  // ---- the picture to change ------------------------------------------------------
+
+  function setPicture(url) {
+    picture = url ? { url: url } : null;
+    els.pictureChosen.hidden = !picture;
+    if (picture) {
+      els.picturePreview.src = url;
+      if (els.ratio.value === "1:1") els.ratio.value = "auto"; // keep the picture's shape
+    } else {
+      els.picturePreview.removeAttribute("src");
+      els.picture.value = "";
+    }
+  }
+
+  function readPicture(file) {
+    if (!file) return;
+    clearError();
+    if (!/^image\/(png|jpeg|webp)$/.test(file.type)) {
+      showError("Choose a PNG, JPEG or WEBP picture.");
+      return;
+    }
+    if (file.size > PICTURE_MAX_BYTES) {
+      showError("That picture is over 20 MiB; choose a smaller one.");
+      return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => setPicture(String(reader.result));
+    reader.onerror = () => showError("The picture could not be read.");
+    reader.readAsDataURL(file);
+  }
+
   // The markdown image line is shown as the image itself, not as text.
   function progressText(content) {
     return content.replace(IMAGE_MARKDOWN, "").trimEnd();
@@ -254,7 +293,7 @@
     clearError();
     const prompt = els.prompt.value.trim();
     if (!prompt) {
-      showError("Write a prompt first.");
+      showError(picture ? "Say how to change the picture first." : "Write a prompt first.");
       els.prompt.focus();
       return;
     }
@@ -262,10 +301,14 @@
     if (!ratio) return;
     const key = apiKey();
     const stream = els.stream.checked;
+    const words = ratio === "auto" ? prompt : prompt + " " + ratio;
+    const content = picture
+      ? [{ type: "text", text: words }, { type: "image_url", image_url: { url: picture.url } }]
+      : words;
     const body = {
       model: els.model.value || defaultModel,
       stream: stream,
-      messages: [{ role: "user", content: prompt + " " + ratio }],
+      messages: [{ role: "user", content: content }],
     };
 
     busy = true;
@@ -392,6 +435,27 @@
   els.key.addEventListener("change", () => { clearTimeout(keyTimer); storageSet(KEY_STORAGE, apiKey()); loadModels(); });
   els.ratio.addEventListener("change", onRatioChanged);
   els.form.addEventListener("submit", generate);
+  els.picture.addEventListener("change", () => readPicture(els.picture.files[0]));
+  els.pictureClear.addEventListener("click", () => setPicture(null));
+  // A picture pasted anywhere on the page becomes the picture to change.
+  document.addEventListener("paste", (event) => {
+    const items = (event.clipboardData && event.clipboardData.items) || [];
+    for (const item of items) {
+      if (item.kind === "file" && item.type.startsWith("image/")) {
+        event.preventDefault();
+        readPicture(item.getAsFile());
+        return;
+      }
+    }
+  });
+  els.editResult.addEventListener("click", () => {
+    const url = safeImageUrl(els.image.src);
+    if (!url) return;
+    setPicture(url); // our own link: the server reads it from its store
+    els.prompt.value = "";
+    els.prompt.placeholder = "Make it blue";
+    els.prompt.focus();
+  });
   // Ctrl/Cmd+Enter in the prompt generates, as in chat apps.
   els.prompt.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) els.form.requestSubmit();
