@@ -18,13 +18,12 @@ from . import openai_format, sse
 from .errors import InvalidRequest, error_body
 from .generation import Image, ImageService, Progress, RunResult
 from .imaging import OUTPUT_FORMATS
-from .models import ImageModel
 from .input_images import InputImage, load_mask
-from .models import ModelCatalog
+from .models import ImageModel, ModelCatalog
 from .planning import (
     BOOLEAN,
-    INTEGER,
     EDIT_STRENGTH,
+    INTEGER,
     NUMBER,
     STRING,
     VARIATION_STRENGTH,
@@ -34,7 +33,7 @@ from .planning import (
 )
 
 MAX_IMAGES = 10  # OpenAI's own limit for n
-_OPTIONAL_FIELDS = {
+_OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": STRING, "size": STRING, "quality": STRING, "style": STRING, "user": STRING,
     "response_format": STRING, "n": INTEGER, "output_format": STRING,
     "output_compression": INTEGER, "background": STRING, "moderation": STRING,

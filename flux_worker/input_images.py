@@ -133,7 +133,7 @@ def _decode(data: bytes, param: str) -> Image.Image:
                 if not (0 < width <= MAX_INPUT_SIDE and 0 < height <= MAX_INPUT_SIDE):
                     raise _bad(param, f"{param} is {width}x{height} pixels; each side may be at "
                                       f"most {MAX_INPUT_SIDE}.", code="image_too_large")
-                if fmt == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers KEPT_SIDE
+                if fmt == "JPEG":  # decoded at 1/2, 1/4 or 1/8 scale if that covers KEPT_SIDE
                     opened.draft("RGB", (KEPT_SIDE, KEPT_SIDE))
                 if opened.size[0] * opened.size[1] > MAX_INPUT_PIXELS:
                     raise _bad(param, f"{param} is {width}x{height} pixels; pictures may have at "

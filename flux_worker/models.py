@@ -7,9 +7,9 @@ schemas; adding a model is one entry in REGISTRY.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypedDict
 
 from .errors import InvalidRequest
-from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from .input_images import ImageInputs

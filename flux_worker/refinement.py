@@ -23,13 +23,14 @@ from .image_sources import OUR_LINK
 from .prompts import message_text
 from .sizes import parse_prompt
 
-_CHANGE_WORDS = frozenset("""
-make change turn add remove replace use keep set swap switch recolor recolour color colour
-edit adjust fix move zoom crop rotate flip mirror brighten darken lighten enlarge shrink erase
-delete take same but instead again also more less without with try redo retry increase
-decrease reduce convert transform restyle upscale extend expand widen invert tint blur sharpen
-apply let give put place dress
-""".split())
+_CHANGE_WORDS = frozenset([
+    "make", "change", "turn", "add", "remove", "replace", "use", "keep", "set", "swap", "switch",
+    "recolor", "recolour", "color", "colour", "edit", "adjust", "fix", "move", "zoom", "crop",
+    "rotate", "flip", "mirror", "brighten", "darken", "lighten", "enlarge", "shrink", "erase",
+    "delete", "take", "same", "but", "instead", "again", "also", "more", "less", "without",
+    "with", "try", "redo", "retry", "increase", "decrease", "reduce", "convert", "transform",
+    "restyle", "upscale", "extend", "expand", "widen", "invert", "tint", "blur", "sharpen",
+    "apply", "let", "give", "put", "place", "dress"])
 _NOT_WITH = {"give": ("me", "us"), "put": ("me", "us")}  # "give me a dragon" is a new picture
 _FILLERS = re.compile(
     r"^(?:(?:please|pls|ok|okay|now|then|and|so|hmm|great|nice|cool|good|thanks|thank you|"

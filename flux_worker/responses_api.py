@@ -135,7 +135,7 @@ def input_messages(value: object, instructions: str | None = None) -> list[dict]
         items = value
     else:
         raise InvalidRequest("input must be a string or an array of input items.", param="input")
-    messages = [{"role": "system", "content": instructions}] if instructions else []
+    messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidRequest(f"input[{index}] must be an object.", param=f"input[{index}]")

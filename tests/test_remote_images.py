@@ -29,7 +29,7 @@ class _Site(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.server.hits.append(self.path)
         if self.path.startswith("/redirect/"):
             self.send_response(302)
