@@ -196,3 +196,28 @@ def test_a_password_in_a_url_is_a_secret_and_never_shown():
     s = Settings(external_api_base="https://user:pa55-word@llm.test/v1")
     assert "pa55-word" in s.secrets
     assert "pa55-word" not in repr(s) and "llm.test" in repr(s)
+
+
+def test_pictures_in_settings():
+    settings = Settings.from_env({"EDIT_MODEL": "flux-2-dev", "INPAINT_MODEL":
+                                  "stable-diffusion-v1-5-inpainting",
+                                  "ALLOW_REMOTE_IMAGES": "yes", "MAX_UPLOAD_MB": "8"})
+    assert settings.edit_model == "@cf/black-forest-labs/flux-2-dev"
+    assert settings.allow_remote_images is True
+    assert settings.max_upload_bytes == 8 * 1024 * 1024
+    defaults = Settings.from_env({})
+    assert defaults.edit_model == "@cf/black-forest-labs/flux-2-klein-4b"
+    assert defaults.allow_remote_images is False
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"EDIT_MODEL": "flux-1-schnell"}, "EDIT_MODEL .* cannot change pictures"),
+    ({"EDIT_MODEL": "stable-diffusion-v1-5-inpainting"}, "EDIT_MODEL"),
+    ({"INPAINT_MODEL": "flux-2-dev"}, "INPAINT_MODEL .* takes no mask"),
+    ({"EDIT_MODEL": "dall-e-2"}, "EDIT_MODEL names an unknown model"),
+    ({"MAX_UPLOAD_MB": "0"}, "MAX_UPLOAD_MB must be at least 1"),
+    ({"ALLOW_REMOTE_IMAGES": "sometimes"}, "ALLOW_REMOTE_IMAGES must be true or false"),
+])
+def test_bad_pictures_in_settings_name_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
