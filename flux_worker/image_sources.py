@@ -71,7 +71,7 @@ class PictureReader:
                 raise InvalidRequest(
                     f"The image at {url} is no longer here: pictures are kept for "
                     f"{_duration(self._expiration)}. Attach it, or describe the whole picture.",
-                    param=param, code="image_expired")
+                    param=param, code="image_file_not_found")
         return self.remote.fetch(url, param), url
 
 

@@ -50,7 +50,7 @@ class RemoteImages:
             raise InvalidRequest(f"{param} links to another site; this server does not fetch "
                                  "images from links (its operator can allow it with "
                                  "ALLOW_REMOTE_IMAGES). Attach the image itself instead.",
-                                 param=param, code="remote_image_not_allowed")
+                                 param=param, code="invalid_image_url")
         deadline = time.monotonic() + self._max_seconds
         with self._manager.get_session() as session:
             session.trust_env = False  # a proxy from the environment would bypass the checks
@@ -63,7 +63,7 @@ class RemoteImages:
                                 urlsplit(url).hostname)
                     raise InvalidRequest(f"{param} points to a private, local or reserved "
                                          "address, which this server never fetches.",
-                                         param=param, code="remote_image_refused") from None
+                                         param=param, code="invalid_image_url") from None
                 except requests.Timeout:
                     raise _failed(param, "took too long to answer") from None
                 except requests.RequestException:
@@ -107,7 +107,7 @@ def _check_scheme(url: str, param: str) -> None:
 
 def _failed(param: str, why: str) -> InvalidRequest:
     return InvalidRequest(f"The image link in {param} {why}.", param=param,
-                          code="remote_image_failed")
+                          code="failed_to_download_image")
 
 
 def _too_big(param: str, limit: int) -> InvalidRequest:

@@ -246,9 +246,17 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
         files = [(upload, "image") for upload in request.files.getlist("image")]
         files += [(upload, f"image[{index}]")
                   for index, upload in enumerate(request.files.getlist("image[]"))]
+        # A picture sent as a text field rather than a file: a data: URL or a link.
+        texts = [(url, "image") for url in request.form.getlist("image")]
+        texts += [(url, f"image[{index}]")
+                  for index, url in enumerate(request.form.getlist("image[]"))]
         mask_file = request.files.get("mask")
-        return (fields, lambda: [load_image(upload.read(), param) for upload, param in files],
-                lambda: mask_file.read() if mask_file is not None else None)
+        mask_text = request.form.get("mask")
+        return (fields,
+                lambda: [load_image(upload.read(), param) for upload, param in files]
+                + [reader.read(url, param) for url, param in texts],
+                lambda: mask_file.read() if mask_file is not None
+                else reader.read_bytes(mask_text, "mask")[0] if mask_text else None)
     body = read_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object or a multipart form.")

@@ -18,6 +18,8 @@ from conftest import AUTH
 from flux_worker.errors import InvalidRequest
 from flux_worker.remote_images import RemoteImages
 
+NOT_PUBLIC = "private, local or reserved address"
+
 
 def png() -> bytes:
     out = io.BytesIO()
@@ -91,14 +93,14 @@ def refused(fetcher: RemoteImages, url: str) -> InvalidRequest:
 class TestNotAllowed:
     def test_nothing_is_fetched_unless_the_operator_allows_it(self, site, connections):
         error = refused(RemoteImages(False), f"http://127.0.0.1:{site.server_port}/cat.png")
-        assert error.code == "remote_image_not_allowed"
+        assert error.code == "invalid_image_url" and "ALLOW_REMOTE_IMAGES" in error.message
         assert site.hits == [] and connections == []
 
     @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]",
                                       "2130706433", "127.1"])
     def test_loopback_by_any_name_is_refused_unasked(self, site, connections, host):
         error = refused(RemoteImages(True), f"http://{host}:{site.server_port}/cat.png")
-        assert error.code == "remote_image_refused"
+        assert error.code == "invalid_image_url" and NOT_PUBLIC in error.message
         assert site.hits == [] and connections == []
 
     @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
@@ -106,7 +108,7 @@ class TestNotAllowed:
                                      "http://[fe80::1]/a.png", "http://100.64.0.1/a.png",
                                      "http://0.0.0.0/a.png"])
     def test_private_link_local_and_metadata_addresses_are_refused(self, connections, url):
-        assert refused(RemoteImages(True), url).code == "remote_image_refused"
+        assert NOT_PUBLIC in refused(RemoteImages(True), url).message
         assert connections == []
 
     @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png",
@@ -131,7 +133,7 @@ class TestAllowed:
             self, site, connections, target):
         error = refused(self.fetcher(),
                         f"http://127.0.0.1:{site.server_port}/redirect/{target}")
-        assert error.code == "remote_image_refused"
+        assert error.code == "invalid_image_url" and NOT_PUBLIC in error.message
         assert connections == ["127.0.0.1"]  # the first hop only
         assert site.hits == [f"/redirect/{target}"]
 
@@ -168,7 +170,8 @@ class TestThroughTheService:
             {"role": "user", "content": [{"type": "text", "text": "make it blue"},
                                          {"type": "image_url", "image_url": {"url": url}}]}]})
         assert response.status_code == 400
-        assert response.json["error"]["code"] == "remote_image_refused"
+        assert response.json["error"]["code"] == "invalid_image_url"
+        assert NOT_PUBLIC in response.json["error"]["message"]
         assert site.hits == [] and fake.calls_to("ai") == []
 
     def test_an_edit_with_a_metadata_link_is_refused(self, make_app, fake, connections):

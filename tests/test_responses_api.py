@@ -143,7 +143,6 @@ class TestNonStream:
                  "result": "aGk="},
                 {"type": "message", "role": "user", "content": [
                     {"type": "input_text", "text": "A red fox"},
-                    {"type": "input_image", "image_url": "https://example.com/x.png"},
                     {"type": "input_text", "text": "in the snow"}]},
             ],
         }
