@@ -10,6 +10,7 @@ from . import openai_format, sse
 from .errors import InvalidRequest, error_body
 from .generation import ImageService, OptimizedPrompt, Progress, RunResult
 from .image_sources import PictureReader
+from .input_images import check_count
 from .models import ImageModel, ModelCatalog
 from .planning import (
     BOOLEAN,
@@ -108,9 +109,16 @@ def plan_chat(chat: ChatRequest, catalog: ModelCatalog, pictures: PictureReader,
     side = side_request(chat.messages, chat.response_format, language)
     if side is not None:
         return ChatPlan(chat, model, text=side.answer, kind=side.kind)
+    if chat.image_urls:
+        check_count(len(chat.image_urls), chat.image_urls[0][1])
     inputs = [pictures.read(url, param) for url, param in chat.image_urls]
     if not inputs and chat.previous_picture and asks_for_change(chat.prompt):
-        inputs = [pictures.read(chat.previous_picture, "messages", origin="previous")]
+        try:
+            inputs = [pictures.read(chat.previous_picture, "messages", origin="previous")]
+        except InvalidRequest:  # gone, or never ours: only guessed, so draw from the words
+            if not chat.prompt:
+                raise
+            log.info("the previous picture cannot be read; drawing from the words")
     if inputs:
         model = catalog.pick_editor(chat.model_name, mask=False)
     elif not chat.prompt:

@@ -22,6 +22,7 @@ MAX_INPUT_SIDE = 16384  # in the header: anything longer is refused unread
 # and a worst case RGBA decode stays near 100 MiB.
 MAX_INPUT_PIXELS = 25_000_000
 KEPT_SIDE = 2048  # pictures are kept no larger: every model takes at most this much
+MAX_PICTURES = 4  # per request: no model takes more, so more are refused before decoding
 _DECODE_SLOTS = threading.BoundedSemaphore(4)  # decodes at once per process (CPU and memory)
 _FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 
@@ -50,6 +51,16 @@ class ImageInputs:
     init_image: bytes | None = None  # PNG at exactly the size drawn
     mask: bytes | None = None  # PNG (white: repaint) at exactly the size drawn
     strength: float | None = None  # how far an init image may be changed, 0-1
+
+
+def check_count(count: int, param: str) -> None:
+    """Refuse more pictures than any model takes, before any is read or decoded.
+
+    :raises InvalidRequest: naming `param`.
+    """
+    if count > MAX_PICTURES:
+        raise InvalidRequest(f"{count} pictures were sent; at most {MAX_PICTURES} are taken.",
+                             param=param, code="too_many_images")
 
 
 def load_image(data: bytes, param: str, origin: str = "attached",

@@ -31,7 +31,10 @@ _CHANGE_WORDS = frozenset([
     "with", "try", "redo", "retry", "increase", "decrease", "reduce", "convert", "transform",
     "restyle", "upscale", "extend", "expand", "widen", "invert", "tint", "blur", "sharpen",
     "apply", "let", "give", "put", "place", "dress"])
-_NOT_WITH = {"give": ("me", "us"), "put": ("me", "us")}  # "give me a dragon" is a new picture
+# "give me a dragon", "make a poster", "try a cyberpunk city": new pictures
+_NOT_WITH = {"give": ("me", "us"), "put": ("me", "us"), "make": ("a", "an", "me"),
+             "try": ("a", "an")}
+_REQUESTS = ("can you", "could you", "would you")
 _FILLERS = re.compile(
     r"^(?:(?:please|pls|ok|okay|now|then|and|so|hmm|great|nice|cool|good|thanks|thank you|"
     r"can you|could you|would you|can we|could we|let's|lets|i want you to|i'd like you to|"
@@ -65,9 +68,12 @@ def asks_for_change(words: str) -> bool:
     except InvalidRequest:  # a bad --seed: planning says so
         return False
     text = parsed.text.strip().lower()
+    original = text
     if not text:
         return True  # only a size, a ratio or flags: the same picture, redrawn
     text = _FILLERS.sub("", text).lstrip()
+    if not text or text.endswith(("?", "？")) and not original.startswith(_REQUESTS):
+        return False  # "thanks!", "what is it?": no change asked for
     if text.startswith(_CHINESE_OPENERS):
         return True
     first, *rest = text.split(maxsplit=2)

@@ -23,7 +23,7 @@ from .auth import check_api_key
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
 from .image_sources import PictureReader
-from .input_images import InputImage, load_image
+from .input_images import InputImage, check_count, load_image
 from .links import LinkOrigins, looks_internal
 from .models import ModelCatalog
 from .planning import ImageJob
@@ -250,6 +250,7 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
         texts = [(url, "image") for url in request.form.getlist("image")]
         texts += [(url, f"image[{index}]")
                   for index, url in enumerate(request.form.getlist("image[]"))]
+        check_count(len(files) + len(texts), "image")
         mask_file = request.files.get("mask")
         mask_text = request.form.get("mask")
         return (fields,
@@ -264,6 +265,7 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
     if not isinstance(images, list):
         raise InvalidRequest("images must be an array of {\"image_url\": …} objects.",
                              param="images")
+    check_count(len(images), "images")
     urls = [(_image_url(item, f"images[{index}]"), f"images[{index}]")
             for index, item in enumerate(images)]
     mask = body.get("mask")

@@ -282,14 +282,24 @@ class TestChatPictures:
         assert len(cf.input_pictures(call)) == 1 and call.form["width"] == "1024"
         assert "1024x576" in again
 
-    def test_an_expired_previous_picture_is_a_clear_400(self, client, fake):
-        messages = [user("A cute cat"),
-                    {"role": "assistant", "content": "![x](http://host/image/" + "A" * 22 + ")"},
-                    user("make it blue")]
-        response = chat(client, messages)
+    def test_an_expired_previous_picture_draws_from_the_words(self, client, fake):
+        gone = {"role": "assistant", "content": "![x](http://host/image/" + "A" * 22 + ")"}
+        reply_of(chat(client, [user("A cute cat"), gone, user("make it a blue cat")]))
+        assert cf.input_pictures(fake.calls_to("ai")[0]) == []
+        response = chat(client, [user("A cute cat"), gone, user("16:9")])  # nothing else to draw
+        assert response.status_code == 400 and response.json["error"]["param"] == "messages"
+
+    @pytest.mark.parametrize("words", ["thanks!", "ok", "cool.", "What is it?"])
+    def test_a_thank_you_after_a_picture_is_no_edit_and_no_500(self, client, fake, words):
+        text = reply_of(chat(client, [user("A cute cat")]))
+        reply_of(chat(client, [user("A cute cat"), {"role": "assistant", "content": text},
+                               user(words)]))
+        assert cf.input_pictures(fake.calls_to("ai")[-1]) == []
+
+    def test_too_many_chat_pictures_are_refused_before_decoding(self, client, fake):
+        response = chat(client, [user("x", *["data:image/png;base64,%%%"] * 5)])
         assert response.status_code == 400
-        assert response.json["error"]["code"] == "image_file_not_found"
-        assert fake.calls_to("ai") == []
+        assert response.json["error"]["code"] == "too_many_images"
 
     def test_a_remote_link_is_refused_by_default(self, client, fake):
         response = chat(client, [user("make it blue", "http://169.254.169.254/latest/x.png")])
@@ -322,6 +332,7 @@ class TestFollowUpRule:
 
     @pytest.mark.parametrize("words", [
         "A red fox in snow", "Now a dog", "Give me a dragon", "一只猫", "Cute puppy",
+        "Make a picture of a dog", "Try a cyberpunk city", "What is it?", "thanks", "ok",
         "A lighthouse at dusk, oil painting, dramatic sky over the sea"])
     def test_new_pictures(self, words):
         assert not asks_for_change(words)
