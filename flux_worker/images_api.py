@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import math
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +44,8 @@ _OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
 _FORM_INTEGERS = ("n", "seed", "output_compression", "partial_images")
 _FORM_NUMBERS = ("strength",)
 _FORM_BOOLEANS = ("stream",)
+_FORM_INTEGER = re.compile(r"-?[0-9]+")
+_FORM_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 # Values OpenAI documents for each field; anything else is a 400 naming it.
 _CHOICES = {
     "quality": ("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"),
@@ -132,12 +134,11 @@ def form_fields(form: Mapping[str, str]) -> dict[str, object]:
                 raise InvalidRequest(f"{name} must be true or false.", param=name)
             fields[name] = text in ("true", "1")
             continue
-        try:
-            fields[name] = int(text) if name in _FORM_INTEGERS else float(text)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be a number.", param=name) from None
-        if name in _FORM_NUMBERS and not math.isfinite(float(text)):
+        # Decimal digits only: Python's int() and float() also read "1_0", "inf" and "nan".
+        pattern = _FORM_INTEGER if name in _FORM_INTEGERS else _FORM_NUMBER
+        if len(text) > 40 or not pattern.fullmatch(text):
             raise InvalidRequest(f"{name} must be a number.", param=name)
+        fields[name] = int(text) if name in _FORM_INTEGERS else float(text)
     return fields
 
 

@@ -12,7 +12,15 @@ from PIL import Image
 from .errors import InvalidRequest
 from .input_images import ImageInputs, InputImage, init_png, reference_png
 from .models import ImageModel
-from .sizes import MAX_SEED, check_seed, exact_size, parse_prompt, parse_size, size_for
+from .sizes import (
+    MAX_SEED,
+    check_seed,
+    exact_size,
+    parse_prompt,
+    parse_size,
+    round_to,
+    size_for,
+)
 
 # Optional OpenAI fields we ignore but still type-check, so a wrong type is a
 # clear 400 rather than silently odd behaviour.
@@ -120,11 +128,10 @@ def _size_like(picture: InputImage, model: ImageModel) -> tuple[int, int]:
     its step), or the model's default size when the ratio is beyond what it makes."""
     width, height = picture.source_size
     scale = max(model.native_size) / max(width, height)
-    step = model.size_step
-    sides = tuple(max(step, round(side * scale / step) * step) for side in (width, height))
+    sides = round_to(width * scale, model.size_step), round_to(height * scale, model.size_step)
     if min(sides) < model.min_side or max(sides) > model.max_side:
         return model.native_size
-    return sides[0], sides[1]
+    return sides
 
 
 def _encode(pictures: Sequence[InputImage], mask: Image.Image | None, strength: float | None,

@@ -4,7 +4,8 @@ it on (ALLOW_REMOTE_IMAGES), and then only from public addresses.
 requests-hardened checks the address each connection is made to, after DNS
 resolution and on every redirect hop (which we follow one at a time), so a
 name resolving to loopback, a private network or a cloud metadata address is
-refused before a byte is sent to it. Bytes and time are capped here.
+refused before a byte is sent to it. Bytes are capped here, and time
+between reads (requests has no bound on a whole trickling read).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .version import __version__
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 10 * 1024 * 1024
-MAX_SECONDS = 15.0  # the whole fetch, redirects included
+# Checked before each hop and between reads of the body; one read may wait
+# up to its own 10 s timeout, and a trickle of bytes keeps a read going.
+MAX_SECONDS = 15.0
 MAX_REDIRECTS = 3
 
 
@@ -89,7 +92,7 @@ class RemoteImages:
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise _too_big(param, self._max_bytes)
             body = bytearray()
-            for chunk in response.iter_content(64 * 1024):
+            for chunk in response.iter_content(8 * 1024):
                 body += chunk
                 if len(body) > self._max_bytes:
                     raise _too_big(param, self._max_bytes)

@@ -66,9 +66,9 @@ class ReplyText:
         if len(self.pictures) > 1:
             return [self._t["input_many"].format(count=len(self.pictures))]
         if first.origin == "previous":
-            return [self._t["input_previous"].format(url=first.link)]
+            return [self._t["input_previous"].format(url=_one_line(first.link or ""))]
         if first.origin == "link":
-            return [self._t["input_link"].format(url=first.link)]
+            return [self._t["input_link"].format(url=_one_line(first.link or ""))]
         return [self._t["input_attached"]]
 
     def optimized(self, prompt: str, failed: bool = False) -> str:

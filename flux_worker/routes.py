@@ -251,13 +251,18 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
         texts += [(url, f"image[{index}]")
                   for index, url in enumerate(request.form.getlist("image[]"))]
         check_count(len(files) + len(texts), "image")
-        mask_file = request.files.get("mask")
-        mask_text = request.form.get("mask")
-        return (fields,
-                lambda: [load_image(upload.read(), param) for upload, param in files]
-                + [reader.read(url, param) for url, param in texts],
-                lambda: mask_file.read() if mask_file is not None
-                else reader.read_bytes(mask_text, "mask")[0] if mask_text else None)
+        mask_file, mask_text = request.files.get("mask"), request.form.get("mask")
+
+        def form_pictures() -> list[InputImage]:
+            return ([load_image(upload.read(), param) for upload, param in files]
+                    + [reader.read(url, param) for url, param in texts])
+
+        def form_mask() -> bytes | None:
+            if mask_file is not None:
+                return mask_file.read()
+            return reader.read_bytes(mask_text, "mask")[0] if mask_text else None
+
+        return fields, form_pictures, form_mask
     body = read_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object or a multipart form.")
@@ -269,9 +274,14 @@ def read_pictures_body() -> tuple[dict, Callable[[], list[InputImage]], Callable
     urls = [(_image_url(item, f"images[{index}]"), f"images[{index}]")
             for index, item in enumerate(images)]
     mask = body.get("mask")
-    return (body, lambda: [reader.read(url, param) for url, param in urls],
-            lambda: reader.read_bytes(_image_url(mask, "mask"), "mask")[0]
-            if mask is not None else None)
+
+    def json_pictures() -> list[InputImage]:
+        return [reader.read(url, param) for url, param in urls]
+
+    def json_mask() -> bytes | None:
+        return reader.read_bytes(_image_url(mask, "mask"), "mask")[0] if mask is not None else None
+
+    return body, json_pictures, json_mask
 
 
 def _image_url(item: object, param: str) -> object:

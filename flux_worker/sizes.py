@@ -210,8 +210,8 @@ def size_for(ratio: Ratio | None, model: ImageModel, param: str = "messages") ->
         long_side = min(1024, model.max_side)
         scale = long_side / max(ratio.width, ratio.height)
         step = model.size_step
-        width = _round_to(ratio.width * scale, step)
-        height = _round_to(ratio.height * scale, step)
+        width = round_to(ratio.width * scale, step)
+        height = round_to(ratio.height * scale, step)
     if min(width, height) < model.min_side or max(width, height) > model.max_side:
         raise InvalidRequest(
             f"The aspect ratio {ratio} is too extreme for {model.id}: it would need "
@@ -220,7 +220,8 @@ def size_for(ratio: Ratio | None, model: ImageModel, param: str = "messages") ->
     return width, height
 
 
-def _round_to(value: float, step: int) -> int:
+def round_to(value: float, step: int) -> int:
+    """The nearest multiple of step, at least step."""
     return max(step, int(round(value / step)) * step)
 
 
@@ -262,7 +263,7 @@ def exact_size(width: int, height: int, model: ImageModel) -> tuple[int, int] | 
 def _step_within(side: int, model: ImageModel) -> int:
     low, high = model.min_side, model.max_side
     step = model.size_step
-    rounded = _round_to(side, step)
+    rounded = round_to(side, step)
     if rounded > high:
         rounded -= step
     if rounded < low:

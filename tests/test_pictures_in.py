@@ -201,6 +201,9 @@ class TestEdits:
         ({"prompt": "x", "image": (io.BytesIO(png(8, 8)), "a.png"), "n": "two"}, "n", None),
         ({"prompt": "x", "image": (io.BytesIO(png(8, 8)), "a.png"), "strength": "2"},
          "strength", None),
+        ({"prompt": "x", "image": (io.BytesIO(png(8, 8)), "a.png"), "n": "1_0"}, "n", None),
+        ({"prompt": "x", "image": (io.BytesIO(png(8, 8)), "a.png"), "strength": "nan"},
+         "strength", None),
         ({"prompt": "x", "image": (io.BytesIO(png(8, 8)), "a.png"),
           "mask": (io.BytesIO(png(4, 4)), "m.png")}, "mask", "invalid_image"),
         ({"image": (io.BytesIO(png(8, 8)), "a.png")}, "prompt", None),
@@ -247,6 +250,12 @@ class TestChatPictures:
         sent = cf.input_pictures(fake.calls_to("ai")[-1])[0]
         assert close(mean_colour(sent), mean_colour(stored), 3)
         assert f"Changing the picture at {link}" in text
+
+    def test_a_link_with_line_breaks_is_echoed_on_one_line(self, client, fake):
+        link = image_url(reply_of(chat(client, [user("A cute cat")])))
+        text = reply_of(chat(client, [user("blue", link + "?x=\n\n<!--")]))
+        assert f"Changing the picture at {link}?x= <!--" in text
+        assert text.rstrip().endswith(")")  # the image link still closes the reply
 
     def test_three_turns_refine_the_same_picture(self, client, fake):
         messages = [user("A cute cat")]
