@@ -12,6 +12,7 @@ from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import error_handlers, logs, routes
+from .account_pool import AccountPool, Member
 from .generation import ImageService
 from .http_session import RetryPolicy, Upstream, make_session
 from .image_sources import PictureReader
@@ -23,9 +24,10 @@ from .rate_limit import init_rate_limit
 from .redaction import Redactor
 from .remote_images import RemoteImages
 from .settings import ConfigError, Settings, load_dotenv_file
+from .shared_state import RedisState, SharedState, SQLiteState
 from .store import ImageStore, KVImageStore, SQLiteImageStore, WriteThroughStore
 from .version import __version__
-from .workers_ai import WorkersAIClient
+from .workers_ai import MIN_CACHE_TTL, Gateway, WorkersAIClient
 
 __all__ = ["create_app", "__version__"]
 KV_TIMEOUT_SECONDS = 30.0  # a whole KV read or write, retries included
@@ -64,22 +66,23 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     catalog = ModelCatalog(settings.flux_model, settings.image_models, settings.flux_num_steps,
                            edit_id=settings.edit_model, inpaint_id=settings.inpaint_model)
-    workers_ai = None
-    if settings.workers_ai_configured:
-        workers_ai = WorkersAIClient(
-            upstream("Workers AI", settings.cf_api_base, settings.upstream_timeout_seconds),
-            api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-            api_token=settings.cf_api_token)
     try:
         local = SQLiteImageStore(settings.image_store_path)
+        state: SharedState = (RedisState(settings.state_url) if settings.state_url
+                              else SQLiteState(settings.image_store_path))
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"IMAGE_STORE_PATH {settings.image_store_path!r} cannot be used: "
                           f"{exc}") from None
+    accounts = None
+    if settings.workers_ai_configured:
+        accounts = _account_pool(settings, state, upstream("Workers AI", settings.cf_api_base,
+                                                           settings.upstream_timeout_seconds))
     store: ImageStore = local
     if settings.uses_kv:
+        owner = settings.kv_account
         kv = KVClient(upstream("Workers KV", settings.cf_api_base, KV_TIMEOUT_SECONDS),
-                      api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-                      namespace_id=settings.cf_kv_namespace_id, api_token=settings.cf_api_token)
+                      api_base=settings.cf_api_base, account_id=owner.id,
+                      namespace_id=settings.cf_kv_namespace_id, api_token=owner.token)
         store = WriteThroughStore(local, KVImageStore(kv))
     optimizer = None
     if settings.optimizer_enabled:
@@ -88,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                      settings.optimizer_timeout_seconds),
             api_base=settings.external_api_base, model=settings.external_model,
             api_key=settings.external_api_key, system_message=settings.system_message)
-    images = ImageService(workers_ai=workers_ai, store=store, optimizer=optimizer,
+    images = ImageService(accounts=accounts, store=store, optimizer=optimizer,
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
     pictures = PictureReader(store, RemoteImages(settings.allow_remote_images),
@@ -109,3 +112,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_rate_limit(app, settings)
     log.info("flux-worker %s started: %s", __version__, settings.describe())
     return app
+
+
+def _account_pool(settings: Settings, state: SharedState, upstream: Upstream) -> AccountPool:
+    """One Workers AI client per account, all on one connection pool; AI
+    Gateway in front when CF_AI_GATEWAY names one."""
+    gateway = None
+    if settings.cf_ai_gateway:
+        gateway = Gateway(settings.cf_ai_gateway, settings.cf_ai_gateway_base,
+                          settings.cf_ai_gateway_token,
+                          max(settings.image_expiration, MIN_CACHE_TTL)
+                          if settings.cf_ai_gateway_cache else 0)
+    members = [Member(account, WorkersAIClient(upstream, api_base=settings.cf_api_base,
+                                               account_id=account.id, api_token=account.token,
+                                               gateway=gateway))
+               for account in settings.accounts]
+    pool = AccountPool(members, state, daily_neurons=settings.cf_daily_neurons)
+    pool.forget_refusals()  # the operator may have fixed what was refused before
+    return pool

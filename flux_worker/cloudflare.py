@@ -81,6 +81,17 @@ BY_CODE: dict[int, Meaning] = {
     5006: _INVALID, 8006: _INVALID, 5004: _INVALID, 3003: _INVALID,
     3007: Meaning(UpstreamTimeout, "{service} timed out (HTTP {status}).",
                   resend=Resend.IF_IDEMPOTENT),
+    # AI Gateway's own refusals (third-party reports; docs/accounts-and-neurons.md).
+    2003: Meaning(RateLimited, "AI Gateway is rate limiting this server; try again shortly."),
+    2009: Meaning(UpstreamMisconfigured, "AI Gateway refused this server's gateway "
+                  "credentials (the operator must check CF_AI_GATEWAY_TOKEN and "
+                  "CF_AI_GATEWAY).", code="upstream_auth_failed",
+                  operator="check CF_AI_GATEWAY_TOKEN (the gateway is authenticated) and "
+                           "CF_AI_GATEWAY"),
+    2021: Meaning(AllowanceExhausted, "This server's AI Gateway has no credits left.",
+                  operator="the gateway's credits are used up"),
+    2041: Meaning(AllowanceExhausted, "This server's AI Gateway spend limit is reached.",
+                  operator="the gateway's spend limit is reached"),
 }
 BY_STATUS: dict[int, Meaning] = {
     400: _INVALID, 413: _INVALID, 422: _INVALID,
@@ -107,7 +118,9 @@ def envelope_errors(answer: Answer, redact: Callable[[str], str]) -> list[tuple[
         body = answer.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
         return []
-    errors = body.get("errors") if isinstance(body, dict) else None
+    errors = None
+    if isinstance(body, dict):  # AI Gateway's own errors say "error", not "errors"
+        errors = body.get("errors") if isinstance(body.get("errors"), list) else body.get("error")
     pairs = []
     for item in errors[:MAX_ERRORS] if isinstance(errors, list) else []:
         if isinstance(item, dict):
@@ -135,11 +148,12 @@ def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
     prompt: a 400 for them) or is ours alone (a KV call: a 502).
     """
     errors = envelope_errors(answer, redact)
-    meaning = next((BY_CODE[code] for code, _ in errors if code in BY_CODE), None)
+    upstream_code = next((code for code, _ in errors if code in BY_CODE), None)
+    meaning = BY_CODE[upstream_code] if upstream_code is not None else None
     detail = "; ".join(text for _, text in errors if text)
     if meaning is None and answer.status == 400 and any(
             word in detail.lower() for word in ("nsfw", "flagged")):
-        meaning = BY_CODE[3030]
+        meaning, upstream_code = BY_CODE[3030], 3030
     if meaning is None:
         meaning = BY_STATUS.get(answer.status, _FAILED)
     codes = sorted(code for code, _ in errors if code is not None)
@@ -157,8 +171,10 @@ def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
     if issubclass(error_type, InvalidRequest) and not client_input:
         error_type, code = UpstreamError, None
     param = "prompt" if issubclass(error_type, InvalidRequest) else None
-    return error_type(message, param=param, code=code, resend=meaning.resend,
-                      retry_after=retry_after)
+    error = error_type(message, param=param, code=code, resend=meaning.resend,
+                       retry_after=retry_after)
+    error.upstream_code = upstream_code or answer.status
+    return error
 
 
 MAX_RETRY_AFTER = 86400  # a longer wait asked for is passed on as a day

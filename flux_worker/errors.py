@@ -24,6 +24,7 @@ class FluxWorkerError(Exception):
     # otherwise retries, and each retry may pay for another image).
     retryable = False
     resend = Resend.NEVER
+    upstream_code: int | None = None  # Cloudflare's error code (else its HTTP status)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  retry_after: int | None = None, resend: Resend | None = None):
@@ -109,6 +110,15 @@ class UpstreamMisconfigured(UpstreamError):
     code = "upstream_misconfigured"
     retryable = False
     resend = Resend.NEVER
+
+
+class NoUsableAccount(FluxWorkerError):
+    """Every Cloudflare account is taken out (refused token, blocked account):
+    only the operator can fix it."""
+
+    status = 503
+    type = "server_error"
+    code = "no_usable_account"
 
 
 class UpstreamTimeout(UpstreamError):

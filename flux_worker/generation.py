@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import access
+from .account_pool import AccountPool, Drawn
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
-from .http_session import Answer
 from .imaging import FORMAT_NAMES, prepare_image
 from .optimizer import PromptOptimizer
 from .planning import ImageJob, image_seeds
 from .store import ImageStore
-from .workers_ai import WorkersAIClient, image_bytes
+from .workers_ai import image_bytes
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 16  # 128 bits from secrets: image links cannot be guessed
@@ -117,9 +117,9 @@ class Capacity:
 class ImageService:
     """The clients, store and bounded pool that runs use."""
 
-    def __init__(self, *, workers_ai: WorkersAIClient | None, store: ImageStore,
+    def __init__(self, *, accounts: AccountPool | None, store: ImageStore,
                  optimizer: PromptOptimizer | None, expiration: int, max_concurrent: int):
-        self.workers_ai = workers_ai
+        self.accounts = accounts
         self.store = store
         self.optimizer = optimizer
         self.expiration = expiration
@@ -160,31 +160,32 @@ class ImageService:
         :raises FluxWorkerError: when it cannot be made; once made, it is kept.
         """
         started = time.monotonic()
-        answer, sent_seed = self._draw(job, seed)
+        drawn, sent_seed = self._draw(job, seed)
         timings["generate_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
         with self._decode_slots:
-            prepared = prepare_image(image_bytes(answer, job.model), job.width, job.height,
+            prepared = prepare_image(image_bytes(drawn.answer, job.model), job.width, job.height,
                                      output_format=job.output_format,
                                      quality=job.output_compression)
-        del answer  # the raw body can go before the store call
+        account, cost = drawn.account.label, _neurons_text(drawn)
+        del drawn  # the raw body can go before the store call
         timings["decode_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
         key = new_image_key()
         self.store.put(key, prepared.data, self.expiration)
         timings["store_ms"] = (time.monotonic() - started) * 1000
         access.count_image()
-        log.info("image generated key=%s model=%s size=%dx%d seed=%s %s", key, job.model.id,
-                 job.width, job.height, sent_seed,
+        log.info("image generated key=%s model=%s size=%dx%d seed=%s account=%s neurons=%s %s",
+                 key, job.model.id, job.width, job.height, sent_seed, account, cost,
                  " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
         return Image(key, prepared.data, prepared.content_type, job.width, job.height, sent_seed)
 
-    def _draw(self, job: ImageJob, seed: int) -> tuple[Answer, int | None]:
+    def _draw(self, job: ImageJob, seed: int) -> tuple[Drawn, int | None]:
         """Ask Workers AI for the picture; return its answer and the seed it took.
 
-        :raises FluxWorkerError: as the client raises it.
+        :raises FluxWorkerError: as the account pool raises it.
         """
-        assert self.workers_ai is not None  # checked when the run started
+        assert self.accounts is not None  # checked when the run started
         model = job.model
         width, height = job.draw_size or (job.width, job.height)
         sent_seed = seed if model.seed_field and model.id not in self.seedless_models else None
@@ -194,18 +195,27 @@ class ImageService:
         if job.inputs is not None:
             fields, files = model.image_fields(job.inputs)
             inputs.update(fields)
+        steps = inputs.get(model.steps_field or "")
+        references = len(job.inputs.references) if job.inputs else 0
+        estimate = model.price.neurons(
+            width, height, steps if isinstance(steps, int) else None,
+            [(model.reference_side, model.reference_side)] * references) if model.price else None
+        # Only a seed the client chose draws the same picture again: only
+        # then may AI Gateway answer from its cache.
         try:
-            return self.workers_ai.generate(model, inputs, files), sent_seed
+            return self.accounts.draw(model, inputs, files, estimate=estimate,
+                                      cacheable=job.seed_given and sent_seed is not None
+                                      ), sent_seed
         except InvalidRequest as exc:
             if sent_seed is None or not _refuses_seed_field(exc):
                 raise
         # A refused call makes nothing and costs nothing: ask once more without
         # the seed. Only if that works is the model sent none from then on.
         inputs.pop(model.seed_field or "seed", None)
-        answer = self.workers_ai.generate(model, inputs, files)
+        drawn = self.accounts.draw(model, inputs, files, estimate=estimate, cacheable=False)
         log.warning("%s refused the seed field; sending it none from now on", model.id)
         self.seedless_models.add(model.id)
-        return answer, None
+        return drawn, None
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=False)
@@ -222,7 +232,7 @@ class GenerationRun:
     """
 
     def __init__(self, service: ImageService, job: ImageJob, count: int, progress: Progress):
-        if service.workers_ai is None:
+        if service.accounts is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
         # As many slots as are free: a big run under load goes slower rather
@@ -306,6 +316,15 @@ class GenerationRun:
         if not self._released:
             self._released = True
             self._service.capacity.release(self._slots)
+
+
+def _neurons_text(drawn: Drawn) -> str:
+    """How the log names an image's cost: measured, cached, estimated or unknown."""
+    if drawn.cached:
+        return "0(cached)"
+    if drawn.neurons is None:
+        return "unpriced"
+    return f"{drawn.neurons:g}" + ("" if drawn.measured else "(estimated)")
 
 
 def _refuses_seed_field(exc: InvalidRequest) -> bool:

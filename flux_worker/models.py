@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypedDict
 
 from .errors import InvalidRequest
+from .neurons import Price, per_dollar
 
 if TYPE_CHECKING:
     from .input_images import ImageInputs
@@ -51,6 +52,8 @@ class ImageModel:
     init_image: bool = False  # takes `image` and `strength`
     takes_mask: bool = False  # takes `mask` (and needs one: inpainting)
     needs_image: bool = False  # draws nothing without a picture in
+    # Cloudflare's published price (docs/accounts-and-neurons.md); None: unpublished.
+    price: Price | None = None
     created: int = 1700000000  # reported by /v1/models, which requires it
 
     @property
@@ -144,24 +147,37 @@ _SD15 = _WithSteps(encoding=JSON, output=BINARY, size_range=(256, 2048), size_st
                    native_size=(512, 512), steps_field="num_steps", max_steps=20,
                    negative_prompt=True, never_empty=("negative_prompt",))
 
+# Prices in neurons from Cloudflare's pricing page (workers-ai/platform/pricing);
+# `steps` is what is billed when we send none: a documented default (4, 25)
+# or, for flux-2-dev and lucid-origin (none documented), their examples' 25.
+_FLUX2_DEV_PRICE = Price(tile_step=37.50, input_tile_step=18.75, steps=25)
+_KLEIN_4B_PRICE = Price(tile=26.05, input_tile=5.37)
+_KLEIN_9B_PRICE = Price(first_megapixel=per_dollar(0.015), megapixel=per_dollar(0.002),
+                        input_megapixel=per_dollar(0.002))
+
 REGISTRY: dict[str, ImageModel] = {
     model.id: model
     for model in (
         ImageModel("@cf/black-forest-labs/flux-1-schnell", "black-forest-labs", JSON, BASE64,
-                   size_range=None, steps_field="steps", max_steps=8, default_steps=4),
+                   size_range=None, steps_field="steps", max_steps=8, default_steps=4,
+                   price=Price(tile=4.80, tile_step=9.60, steps=4)),
         ImageModel("@cf/black-forest-labs/flux-2-dev", "black-forest-labs", **_FLUX2,
-                   steps_field="steps", max_steps=50, reference_images=4),
+                   steps_field="steps", max_steps=50, reference_images=4,
+                   price=_FLUX2_DEV_PRICE),
         # klein: steps are fixed at 4 and not adjustable, so none are sent.
         ImageModel("@cf/black-forest-labs/flux-2-klein-4b", "black-forest-labs", **_FLUX2,
-                   reference_images=4),
+                   reference_images=4, price=_KLEIN_4B_PRICE),
         ImageModel("@cf/black-forest-labs/flux-2-klein-9b", "black-forest-labs", **_FLUX2,
-                   reference_images=4),
+                   reference_images=4, price=_KLEIN_9B_PRICE),
         ImageModel("@cf/leonardo/lucid-origin", "leonardo", JSON, BASE64,
                    size_range=(256, 2500), size_step=16, native_size=(1120, 1120),
-                   steps_field="steps", max_steps=40),
+                   steps_field="steps", max_steps=40,
+                   price=Price(tile=636.0, tile_step=12.0, steps=25)),
         ImageModel("@cf/leonardo/phoenix-1.0", "leonardo", JSON, BINARY,
                    size_range=(256, 2048), size_step=16, steps_field="num_steps", max_steps=50,
-                   negative_prompt=True, never_empty=("negative_prompt",)),
+                   negative_prompt=True, never_empty=("negative_prompt",),
+                   price=Price(tile=530.0, tile_step=10.0, steps=25)),
+        # The SDXL family and SD 1.5 (beta) have no published price.
         ImageModel("@cf/stabilityai/stable-diffusion-xl-base-1.0", "stabilityai", **_SDXL_LIKE),
         ImageModel("@cf/bytedance/stable-diffusion-xl-lightning", "bytedance", **_SDXL_LIKE),
         ImageModel("@cf/lykon/dreamshaper-8-lcm", "lykon", **_SDXL_LIKE),

@@ -52,7 +52,7 @@ class Services:
     def close(self) -> None:
         """Stop the pool and close every session and connection (worker exit)."""
         self.images.close()
-        for client in (self.images.workers_ai, self.images.optimizer):
+        for client in (self.images.accounts, self.images.optimizer):
             if client is not None:
                 client.close()
         self.store.close()

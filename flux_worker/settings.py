@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import NoReturn, overload
 from urllib.parse import urlsplit
 
+from .accounts import ACCOUNT_ID, CloudflareAccount, parse_accounts
 from .models import DEFAULT_EDIT_MODEL, DEFAULT_INPAINT_MODEL, REGISTRY
+from .neurons import FREE_DAILY_NEURONS
 from .redaction import Redactor
+from .workers_ai import DEFAULT_GATEWAY_BASE
 
 DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
@@ -33,7 +36,8 @@ def exit_with_config_error(exc: ConfigError) -> NoReturn:
     SystemExit passes through gunicorn's handling of its config file and of the
     preloaded app, both of which catch only Exception.
     """
-    sys.stderr.write(f"flux-worker: configuration error: {exc}\n")
+    for line in str(exc).splitlines():  # one line per mistake
+        sys.stderr.write(f"flux-worker: configuration error: {line}\n")
     sys.stderr.flush()
     raise SystemExit(1)
 
@@ -92,6 +96,13 @@ class Settings:
     cf_api_token: str = field(default="", repr=False)
     cf_api_base: str = DEFAULT_CF_API_BASE
     cf_kv_namespace_id: str = field(default="", repr=False)
+    cf_accounts: tuple[CloudflareAccount, ...] = field(default=(), repr=False)  # CF_ACCOUNTS
+    cf_daily_neurons: int = FREE_DAILY_NEURONS  # each account's budget; 0: none
+    cf_ai_gateway: str = ""  # an AI Gateway id: Workers AI calls go through it
+    cf_ai_gateway_token: str = field(default="", repr=False)  # for an authenticated gateway
+    cf_ai_gateway_cache: bool = True  # a seeded request may be answered from its cache
+    cf_ai_gateway_base: str = DEFAULT_GATEWAY_BASE
+    redis_url: str = field(default="", repr=False)  # shared account state (may hold a password)
     image_store_path: str = "data/images.sqlite3"
     image_expiration: int = 1800
     flux_model: str = DEFAULT_FLUX_MODEL
@@ -120,8 +131,32 @@ class Settings:
     log_level: str = "info"
 
     @property
+    def accounts(self) -> tuple[CloudflareAccount, ...]:
+        """Every Cloudflare account to draw with: CF_ACCOUNT_ID's first (it
+        owns the KV namespace), then CF_ACCOUNTS'."""
+        first = ((CloudflareAccount(self.cf_account_id, self.cf_api_token),)
+                 if self.cf_account_id and self.cf_api_token else ())
+        return first + tuple(account for account in self.cf_accounts if account not in first)
+
+    @property
+    def kv_account(self) -> CloudflareAccount:
+        """The account that owns CF_KV_NAMESPACE_ID: the first one."""
+        accounts = self.accounts
+        return accounts[0] if accounts else CloudflareAccount(self.cf_account_id,
+                                                              self.cf_api_token)
+
+    @property
     def workers_ai_configured(self) -> bool:
-        return bool(self.cf_account_id and self.cf_api_token)
+        return bool(self.accounts)
+
+    @property
+    def state_url(self) -> str:
+        """Where accounts' state is shared: REDIS_URL, else a Redis rate-limit
+        storage; empty means the embedded SQLite file."""
+        if self.redis_url:
+            return self.redis_url
+        scheme = urlsplit(self.rate_limit_storage_uri).scheme.lower()
+        return self.rate_limit_storage_uri if scheme in ("redis", "rediss") else ""
 
     @property
     def uses_kv(self) -> bool:
@@ -135,9 +170,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for scrubbing them out of logs."""
         urls = (self.rate_limit_storage_uri, self.cf_api_base, self.external_api_base,
-                self.public_base_url)
+                self.public_base_url, self.redis_url, self.cf_ai_gateway_base)
         values = (*self.api_keys, self.cf_api_token, self.external_api_key,
-                  self.cf_account_id, self.cf_kv_namespace_id,
+                  self.cf_account_id, self.cf_kv_namespace_id, self.cf_ai_gateway_token,
+                  *(account.token for account in self.cf_accounts),
+                  *(account.id for account in self.cf_accounts),
                   *(urlsplit(url).password or "" for url in urls))
         return tuple(value for value in values if value)
 
@@ -161,12 +198,35 @@ class Settings:
         optimization = reader.boolean("PROMPT_OPTIMIZATION", None)
         if optimization is None:  # the seed Worker's older name
             optimization = reader.boolean("CF_IS_TRANSLATE", False)
+        accounts, mistakes = parse_accounts(reader.text("CF_ACCOUNTS"))
+        account_id, token = reader.text("CF_ACCOUNT_ID"), reader.text("CF_API_TOKEN")
+        if bool(account_id) != bool(token):
+            mistakes.insert(0, "CF_ACCOUNT_ID and CF_API_TOKEN go together: set both, or "
+                               "neither and use CF_ACCOUNTS")
+        clash = [number for number, account in enumerate(accounts, start=1)
+                 if account.id == account_id and account.token != token]
+        if clash:
+            mistakes.append(f"CF_ACCOUNTS entry {clash[0]} names CF_ACCOUNT_ID's account "
+                            "with another token")
+        if mistakes:
+            raise ConfigError("\n".join(mistakes))
+        gateway = reader.text("CF_AI_GATEWAY")
+        if gateway and not ACCOUNT_ID.fullmatch(gateway):
+            raise ConfigError(f"CF_AI_GATEWAY must be a gateway id (letters, digits, - and _; "
+                              f"got {gateway!r})")
         settings = cls(
             api_keys=reader.csv("API_KEY"),
             cf_account_id=reader.text("CF_ACCOUNT_ID"),
             cf_api_token=reader.text("CF_API_TOKEN"),
             cf_api_base=reader.url("CF_API_BASE", DEFAULT_CF_API_BASE),
             cf_kv_namespace_id=reader.text("CF_KV_NAMESPACE_ID"),
+            cf_accounts=accounts,
+            cf_daily_neurons=reader.integer("CF_DAILY_NEURONS", FREE_DAILY_NEURONS, minimum=0),
+            cf_ai_gateway=gateway,
+            cf_ai_gateway_token=reader.text("CF_AI_GATEWAY_TOKEN"),
+            cf_ai_gateway_cache=reader.boolean("CF_AI_GATEWAY_CACHE", True),
+            cf_ai_gateway_base=reader.url("CF_AI_GATEWAY_BASE", DEFAULT_GATEWAY_BASE),
+            redis_url=reader.text("REDIS_URL"),
             image_store_path=reader.text("IMAGE_STORE_PATH", "data/images.sqlite3"),
             image_expiration=reader.integer("IMAGE_EXPIRATION", 1800, minimum=1,
                                             maximum=365 * 86400),
@@ -209,6 +269,8 @@ class Settings:
             _check_rate_limit(settings.rate_limit)
         if settings.rate_limit_storage_uri != "memory://":
             _check_storage_uri(settings.rate_limit_storage_uri)
+        if settings.redis_url:
+            _check_redis_url(settings.redis_url)
         if settings.prompt_optimization and not settings.optimizer_enabled:
             raise ConfigError(
                 "PROMPT_OPTIMIZATION is on but EXTERNAL_API_BASE and EXTERNAL_MODEL are not both "
@@ -220,7 +282,11 @@ class Settings:
         """Return a loggable summary: which secrets are set, never their values."""
         return {
             "api_keys": len(self.api_keys),
-            "workers_ai": "configured" if self.workers_ai_configured else "not configured",
+            "workers_ai": (f"configured ({len(self.accounts)} account"
+                           f"{'s' if len(self.accounts) > 1 else ''})"
+                           if self.workers_ai_configured else "not configured"),
+            "ai_gateway": self.cf_ai_gateway or "off",
+            "account_state": "redis" if self.state_url else "sqlite",
             "store": "workers-kv" if self.uses_kv else f"sqlite:{self.image_store_path}",
             "flux_model": self.flux_model,
             "edit_model": self.edit_model,
@@ -272,6 +338,17 @@ def _check_storage_uri(uri: str) -> None:
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"RATE_LIMIT_STORAGE_URI uses {scheme}:// storage, which needs the "
                           f"{package} package: pip install {package}")
+
+
+def _check_redis_url(url: str) -> None:
+    """REDIS_URL must be a redis:// URL and the redis package installed; the
+    message names the scheme only (the URL may hold a password)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// "
+                          f"(got {scheme + '://' if scheme else 'no scheme'})")
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError("REDIS_URL needs the redis package: pip install redis")
 
 
 class _EnvReader:

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import queue
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import FluxWorkerError
 from .imaging import sniff_content_type
 from .kv import KVClient
+from .sqlite_db import SQLiteDatabase
 
 log = logging.getLogger(__name__)
-IDLE_CONNECTIONS = 8  # SQLite connections kept open for the next request
 
 
 @dataclass(frozen=True)
@@ -44,53 +41,19 @@ def _stored(data: bytes, expires_at: float | None) -> StoredImage:
 class SQLiteImageStore:
     """Images in one SQLite file, shared by every gunicorn worker process.
 
-    WAL mode lets readers and a writer work at once across processes.
-    Connections are pooled and lent to one thread at a time: one per thread
-    would hold three file descriptors for each of hundreds of threads. At
-    most IDLE_CONNECTIONS stay open after a burst.
-
     :raises sqlite3.Error, OSError: when the file cannot be created or opened.
     """
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time):
-        self._path = path
         self._clock = clock
-        self._idle: queue.Queue[sqlite3.Connection] = queue.Queue(maxsize=IDLE_CONNECTIONS)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        db = self._connect()
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY,"
-                       " data BLOB NOT NULL, expires_at REAL NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at)")
-        finally:
-            db.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=30, isolation_level=None,
-                             check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = self._idle.get_nowait()
-        except queue.Empty:
-            db = self._connect()
-        try:
-            yield db
-        finally:
-            try:
-                self._idle.put_nowait(db)
-            except queue.Full:
-                db.close()
+        self._db = SQLiteDatabase(path, (
+            "CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY,"
+            " data BLOB NOT NULL, expires_at REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS images_expiry ON images (expires_at)"))
 
     def put(self, key: str, data: bytes, ttl: float) -> None:
         now = self._clock()
-        with self._db() as db:
+        with self._db.connection() as db:
             db.execute("INSERT OR REPLACE INTO images (key, data, expires_at) VALUES (?, ?, ?)",
                        (key, data, now + ttl))
             db.execute("DELETE FROM images WHERE expires_at <= ?", (now,))
@@ -100,17 +63,13 @@ class SQLiteImageStore:
         self.put(key, data, expires_at - self._clock())
 
     def get(self, key: str) -> StoredImage | None:
-        with self._db() as db:
+        with self._db.connection() as db:
             row = db.execute("SELECT data, expires_at FROM images WHERE key = ? AND expires_at > ?",
                              (key, self._clock())).fetchone()
         return _stored(row[0], row[1]) if row else None
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        self._db.close()
 
 
 class KVImageStore:

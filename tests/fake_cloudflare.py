@@ -3,8 +3,17 @@ OpenAI-compatible prompt optimizer, faithful to the facts the service relies on
 (../shared/reference/CLOUDFLARE_API.md) and, on request, as unkind as the real API.
 
 Workers AI (POST /client/v4/accounts/{account}/ai/run/{model}):
-- Bearer auth, else 401 with code 10000; another account is 404 / 7003;
-  an unknown model is 400 / 5007.
+- Several accounts, each with its own token and counters: ``fake.accounts``
+  maps an account id to a ``FakeAccount`` (ACCOUNT_ID / API_TOKEN is there
+  from the start; ``fake.add_account(id, token, ...)`` adds more). A token
+  that is not the account's is 401 / 10000; an account nobody added is
+  404 / 7003; an unknown model is 400 / 5007.
+- An account's dials: ``exhaust_after=N`` answers 429 / 3036 once it has made
+  N images (until ``images`` is reset); ``busy=N`` answers its next N calls
+  429 / 3040 (with ``Retry-After: busy_retry_after`` when set); ``refused``
+  answers 401 / 10000 whatever the token. ``images`` counts what it made.
+- flux-1-schnell answers carry ``cf-ai-neurons`` (its cost, 172.8 for 4
+  steps, as Cloudflare was seen to send); other models carry none.
 - Every input is checked against the model's schema in ``SCHEMAS`` (model ->
   {field: Field(type, minimum, maximum)}, from docs/workers-ai-models.md), and
   the first problem is 400 / 5006 "AiError: Bad input: Error: ..." in ajv's
@@ -33,6 +42,19 @@ Workers AI (POST /client/v4/accounts/{account}/ai/run/{model}):
   seed=...)`` makes the same bytes; ``fake.seeds_seen(model=None)`` lists the
   seed each Workers AI call carried (None when it had none).
 - A prompt holding "nsfw-trigger" is 400 / 3030.
+
+AI Gateway (POST /gateway/v1/{account}/{gateway}/workers-ai/{model}):
+- ``fake.add_gateway(account, gateway_id, token=None)``; an unknown gateway
+  is 404 with AI Gateway's own error shape ({"error": [...], "name":
+  "AiGatewayError"}); an authenticated one needs ``cf-aig-authorization:
+  Bearer <token>``, else 401 / 2009. A multipart body is 500 / 7000 (FLUX.2
+  does not pass the gateway today: cloudflare-docs #33336).
+- Behind it, Workers AI as above (the account's token in Authorization).
+- Caching: a request with ``cf-aig-cache-key`` (and no ``cf-aig-skip-cache:
+  true``) is answered from the gateway's cache when the same key was
+  answered before, with ``cf-aig-cache-status: HIT`` and no call to the
+  account; otherwise ``MISS``. Gateway calls are route "ai" with ``gateway``
+  set on the Call.
 
 Workers KV (/client/v4/accounts/{account}/storage/kv/namespaces/{ns}/values/{key}):
 - PUT stores the raw body; expiration_ttl under 60 is 400 / 10019.
@@ -453,6 +475,30 @@ class Call:
     json: dict | None = None
     form: dict | None = None
     model: str | None = None
+    account: str | None = None  # Workers AI: the account in the path
+    gateway: str | None = None  # AI Gateway: the gateway id in the path
+    status: int | None = None  # what Workers AI answered (set once it has)
+
+
+@dataclass
+class FakeAccount:
+    """One Cloudflare account: its token, its counters and its dials."""
+
+    token: str
+    exhaust_after: int | None = None
+    busy: int = 0
+    busy_retry_after: int | None = None
+    refused: bool = False
+    images: int = 0
+
+
+@dataclass
+class FakeGateway:
+    token: str | None = None
+    cache: dict = field(default_factory=dict)  # cache key -> the answer
+
+
+SCHNELL_NEURONS_PER_TILE = (4.80, 9.60)  # per tile, per tile-step (docs/accounts-and-neurons.md)
 
 
 def envelope(result=None, errors=(), success=True) -> bytes:
@@ -569,6 +615,8 @@ class FakeCloudflare:
         self.kv_visibility_delay = 0.0
         self.kv_negative_cache_seconds = 0.0
         self.schnell_rejects_seed = False
+        self.accounts = {ACCOUNT_ID: FakeAccount(API_TOKEN)}
+        self.gateways: dict[tuple[str, str], FakeGateway] = {}
         self.calls: list[Call] = []
         self._faults: dict[str, list[Fault]] = {}
         self._kv: dict[str, _KvEntry] = {}
@@ -634,11 +682,30 @@ class FakeCloudflare:
             self._kv_misses.clear()
             halt, self._halt = self._halt, threading.Event()
         halt.set()
+        self.accounts = {ACCOUNT_ID: FakeAccount(API_TOKEN)}
+        self.gateways = {}
         self.latency = 0.0
         self.optimizer_reply = "{prompt}, highly detailed, soft light"
         self.kv_visibility_delay = 0.0
         self.kv_negative_cache_seconds = 0.0
         self.schnell_rejects_seed = False
+
+    def add_account(self, account_id: str, token: str, **dials) -> FakeAccount:
+        account = FakeAccount(token, **dials)
+        with self._lock:
+            self.accounts[account_id] = account
+        return account
+
+    def add_gateway(self, account_id: str, gateway_id: str, token: str | None = None
+                    ) -> FakeGateway:
+        gateway = FakeGateway(token)
+        with self._lock:
+            self.gateways[(account_id, gateway_id)] = gateway
+        return gateway
+
+    @property
+    def gateway_base(self) -> str:
+        return self.base + "/gateway/v1"
 
     def inject(self, route: str, *faults: Fault) -> None:
         assert route in ROUTES, route
@@ -815,8 +882,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._head(code, len(body), content_type, headers)
         self.wfile.write(body)
 
-    def _error(self, code: int, cf_code: int, message: str) -> None:
-        self._send(code, envelope(None, [(cf_code, message)], success=False))
+    def _error(self, code: int, cf_code: int, message: str, headers: dict | None = None) -> None:
+        self._send(code, envelope(None, [(cf_code, message)], success=False), headers=headers)
+
+    def _gateway_error(self, code: int, gateway_code: int, message: str) -> None:
+        self._send(code, json.dumps({
+            "success": False, "result": [], "messages": [],
+            "error": [{"code": gateway_code, "message": message}],
+            "name": "AiGatewayError", "httpCode": code, "internalCode": gateway_code}).encode())
 
     def _authorized(self, token: str) -> bool:
         return self.headers.get("Authorization") == f"Bearer {token}"
@@ -851,12 +924,19 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         path = url.path
         match = re.fullmatch(r"/client/v4/accounts/([^/]+)/ai/run/(.+)", path)
+        gateway = re.fullmatch(r"/gateway/v1/([^/]+)/([^/]+)/workers-ai/(.+)", path)
         kv = re.fullmatch(r"/client/v4/accounts/([^/]+)/storage/kv/namespaces/([^/]+)/values/(.+)",
                           path)
         if method == "POST" and match:
-            call = Call("ai", method, path, query, headers, body, model=unquote(match[2]))
+            call = Call("ai", method, path, query, headers, body, model=unquote(match[2]),
+                        account=match[1])
             self._parse_body(call)
             handler = lambda: self._ai(call, match[1])  # noqa: E731
+        elif method == "POST" and gateway:
+            call = Call("ai", method, path, query, headers, body, model=unquote(gateway[3]),
+                        account=gateway[1], gateway=gateway[2])
+            self._parse_body(call)
+            handler = lambda: self._through_gateway(call, gateway[1], gateway[2])  # noqa: E731
         elif kv and method in ("PUT", "GET"):
             route = "kv_put" if method == "PUT" else "kv_get"
             call = Call(route, method, path, query, headers, body)
@@ -923,13 +1003,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise AssertionError(f"unknown fault kind {fault.kind!r}")
 
     def _capture(self, handler) -> _Answer:
-        """What ``handler`` would send, without sending it."""
-        self._captured = []
+        """What ``handler`` would send, without sending it (captures nest)."""
+        outer, self._captured = self._captured, []
         try:
             handler()
             return self._captured[0]
         finally:
-            self._captured = None
+            self._captured = outer
 
     def _slowly(self, fault: Fault, answer: _Answer) -> None:
         """Send ``answer``'s head at once and its body a trickle, or stall."""
@@ -1003,12 +1083,64 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, envelope({"image": base64.b64encode(data).decode()}))
 
     # Workers AI
-    def _ai(self, call: Call, account: str) -> None:
-        if not self._authorized(API_TOKEN):
-            return self._error(401, 10000, "Authentication error")
-        if account != ACCOUNT_ID:
-            return self._error(404, 7003, "Could not route to /accounts/" + account
+    # AI Gateway
+    def _through_gateway(self, call: Call, account: str, gateway_id: str) -> None:
+        gateway = self.fake.gateways.get((account, gateway_id))
+        if gateway is None:
+            return self._gateway_error(404, 2001, "Gateway not found")
+        if gateway.token is not None and (
+                call.headers.get("cf-aig-authorization") != f"Bearer {gateway.token}"):
+            return self._gateway_error(401, 2009, "Unauthorized")
+        if call.form is not None:
+            return self._error(500, 7000, "Internal server error")
+        key = call.headers.get("cf-aig-cache-key")
+        if call.headers.get("cf-aig-skip-cache", "").lower() == "true":
+            key = None
+        with self.fake._lock:
+            cached = gateway.cache.get(key) if key else None
+        if cached is not None:
+            return self._send(cached.status, cached.body, cached.content_type,
+                              {**cached.headers, "cf-aig-cache-status": "HIT"})
+        answer = self._capture(lambda: self._ai(call, account))
+        if key and answer.status == 200:
+            with self.fake._lock:
+                gateway.cache[key] = answer
+        self._send(answer.status, answer.body, answer.content_type,
+                   {**answer.headers, "cf-aig-cache-status": "MISS"})
+
+    # Workers AI
+    def _ai(self, call: Call, account_id: str) -> None:
+        answer = self._capture(lambda: self._run(call, account_id))
+        call.status = answer.status
+        self._send(answer.status, answer.body, answer.content_type, answer.headers)
+
+    def _run(self, call: Call, account_id: str) -> None:
+        account = self.fake.accounts.get(account_id)
+        if account is None:
+            if not any(self._authorized(known.token) for known in self.fake.accounts.values()):
+                return self._error(401, 10000, "Authentication error")
+            return self._error(404, 7003, "Could not route to /accounts/" + account_id
                                + "/ai/run, perhaps your object identifier is invalid?")
+        if account.refused or not self._authorized(account.token):
+            return self._error(401, 10000, "Authentication error")
+        with self.fake._lock:
+            busy = account.busy > 0
+            account.busy -= busy
+            exhausted = account.exhaust_after is not None and account.images >= account.exhaust_after
+        if exhausted:
+            return self._error(429, 3036, "You have used up your daily free allocation of "
+                               "10,000 neurons. Please upgrade to Cloudflare's Workers Paid plan "
+                               "if you would like to continue usage.")
+        if busy:
+            retry = account.busy_retry_after
+            return self._error(429, 3040, "Capacity temporarily exceeded, please try again.",
+                               {"Retry-After": str(retry)} if retry is not None else None)
+        self._draw(call)
+        if self._captured and self._captured[-1].status == 200:
+            with self.fake._lock:
+                account.images += 1
+
+    def _draw(self, call: Call) -> None:
         spec = MODELS.get(call.model)
         if spec is None:
             return self._error(400, 5007, f"No such model {call.model} or task")
@@ -1037,9 +1169,14 @@ class _Handler(BaseHTTPRequestHandler):
         base = pictures[0] if pictures else None
         if output == "binary":
             self._send(200, self.fake.image(width, height, fmt, seed=seed, base=base), declared)
-        else:
-            self._send(200, self.fake.image(width, height, fmt, enveloped=True, seed=seed,
-                                            base=base))
+            return
+        headers = None
+        if call.model == SCHNELL:  # 1024x1024: four tiles
+            per_tile, per_tile_step = SCHNELL_NEURONS_PER_TILE
+            neurons = 4 * (per_tile + per_tile_step * values.get("steps", 4))
+            headers = {"cf-ai-neurons": f"{neurons:.2f}"}
+        self._send(200, self.fake.image(width, height, fmt, enveloped=True, seed=seed,
+                                        base=base), headers=headers)
 
     def _pictures(self, model: str, values: dict
                   ) -> tuple[list[Image.Image], tuple[int, int, str] | None]:

@@ -106,13 +106,18 @@ def test_app_settings_checked_at_start_name_the_variable(env, named):
         Settings.from_env(env)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("redis") is not None,
-                    reason="the redis package is installed")
-@pytest.mark.parametrize("rate_limit", ["10/minute", ""])
-def test_redis_storage_without_the_package_says_to_install_it(rate_limit):
+@pytest.mark.parametrize("env,named", [
+    ({"RATE_LIMIT": "10/minute", "RATE_LIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:1/0"},
+     "RATE_LIMIT_STORAGE_URI"),
+    ({"RATE_LIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:1/0"}, "RATE_LIMIT_STORAGE_URI"),
+    ({"REDIS_URL": "redis://:hunter2@127.0.0.1:1/0"}, "REDIS_URL"),
+])
+def test_redis_without_the_package_says_to_install_it(env, named, monkeypatch):
     """Checked without connecting (port 1 would refuse), with or without RATE_LIMIT."""
-    env = {"RATE_LIMIT": rate_limit, "RATE_LIMIT_STORAGE_URI": "redis://:hunter2@127.0.0.1:1/0"}
-    with pytest.raises(ConfigError, match="RATE_LIMIT_STORAGE_URI") as caught:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "redis" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=named) as caught:
         Settings.from_env(env)
     assert "pip install redis" in str(caught.value)
     assert "hunter2" not in str(caught.value)

@@ -13,7 +13,8 @@ import pytest
 import fake_cloudflare as cf
 from flux_worker.http_session import RetryPolicy, Upstream, make_session
 from flux_worker.kv import KVClient
-from flux_worker.store import IDLE_CONNECTIONS, KVImageStore, SQLiteImageStore, WriteThroughStore
+from flux_worker.sqlite_db import IDLE_CONNECTIONS
+from flux_worker.store import KVImageStore, SQLiteImageStore, WriteThroughStore
 
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 PNG = b"\x89PNG\r\n\x1a\n" + b"png body"
@@ -158,7 +159,7 @@ class TestSQLitePool:
             thread = threading.Thread(target=read_once)
             thread.start()
             thread.join()
-        assert store._idle.qsize() == 1
+        assert store._db._idle.qsize() == 1
 
     def test_the_pool_shrinks_after_a_burst(self, tmp_path):
         store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
@@ -166,7 +167,7 @@ class TestSQLitePool:
         barrier = threading.Barrier(IDLE_CONNECTIONS * 3)
 
         def read_together():
-            with store._db() as db:  # every thread holds a connection at once
+            with store._db.connection() as db:  # every thread holds a connection at once
                 barrier.wait(timeout=10)
                 db.execute("SELECT 1")
 
@@ -175,6 +176,6 @@ class TestSQLitePool:
             thread.start()
         for thread in threads:
             thread.join()
-        assert store._idle.qsize() == IDLE_CONNECTIONS
+        assert store._db._idle.qsize() == IDLE_CONNECTIONS
         store.close()
-        assert store._idle.qsize() == 0
+        assert store._db._idle.qsize() == 0
