@@ -42,6 +42,7 @@ RATE_LIMITED_SECONDS = 60  # any other 429 without Retry-After
 RECHECK_SECONDS = 600  # a taken-out account is tried again after this long
 USAGE_TTL = 2 * 86400  # a day's counts outlive the day, for the status page at midnight
 STATE_WARNING_SECONDS = 60  # "shared state unavailable" is logged at most this often
+STATE_RETRY_SECONDS = 10  # after a failure, the shared state is left alone this long
 # Our error codes that say the account itself is unusable, not the request.
 ACCOUNT_REFUSED = {"upstream_auth_failed", "account_blocked", "upstream_misconfigured"}
 MODEL_REFUSED = {"model_agreement_required"}
@@ -118,6 +119,7 @@ class AccountPool:
         self._in_flight: dict[str, float] = {}
         self._lock = threading.Lock()
         self._state_warned_at = -float(STATE_WARNING_SECONDS)
+        self._state_down_until = 0.0  # time.monotonic(): a slow, dead Redis is not asked each time
 
     def draw(self, model: ImageModel, inputs: dict[str, object], files: dict[str, bytes],
              *, estimate: float | None, cacheable: bool) -> Drawn:
@@ -194,7 +196,7 @@ class AccountPool:
                      "%d s", account.label, exc.upstream_code, wait)
             self._write(_account_name(account), {"backoff_until": now + wait, **error})
         elif isinstance(exc, UpstreamMisconfigured) and exc.code in MODEL_REFUSED:
-            log.error("Cloudflare account %s cannot run %s (code %s): %s; the others serve it",
+            log.error("Cloudflare account %s cannot run %s (code %s); the others serve it. %s",
                       account.label, model.id, exc.upstream_code, exc.message)
             self._write(_out_name(account), {f"model:{model.id}": now + RECHECK_SECONDS})
             self._write(_account_name(account), error)
@@ -289,10 +291,13 @@ class AccountPool:
         for member in self.members:
             names += [_account_name(member.account), _out_name(member.account),
                       _usage_name(member.account, now)]
-        try:
-            records = self._state.read(names)
-        except StateUnavailable as exc:
-            self._state_failed(exc)
+        records = None
+        if self._state_up():
+            try:
+                records = self._state.read(names)
+            except StateUnavailable as exc:
+                self._state_failed(exc)
+        if records is None:
             records = self._local.read(names)
         found = {}
         for member in self.members:
@@ -311,20 +316,26 @@ class AccountPool:
 
     def _write(self, name: str, fields: dict[str, float], ttl: float = USAGE_TTL) -> None:
         self._local.write(name, fields, ttl)
-        try:
-            self._state.write(name, fields, ttl)
-        except StateUnavailable as exc:
-            self._state_failed(exc)
+        if self._state_up():
+            try:
+                self._state.write(name, fields, ttl)
+            except StateUnavailable as exc:
+                self._state_failed(exc)
 
     def _add(self, name: str, amounts: dict[str, float]) -> None:
         self._local.add(name, amounts, USAGE_TTL)
-        try:
-            self._state.add(name, amounts, USAGE_TTL)
-        except StateUnavailable as exc:
-            self._state_failed(exc)
+        if self._state_up():
+            try:
+                self._state.add(name, amounts, USAGE_TTL)
+            except StateUnavailable as exc:
+                self._state_failed(exc)
+
+    def _state_up(self) -> bool:
+        return time.monotonic() >= self._state_down_until
 
     def _state_failed(self, exc: StateUnavailable) -> None:
         now = time.monotonic()
+        self._state_down_until = now + STATE_RETRY_SECONDS
         if now - self._state_warned_at >= STATE_WARNING_SECONDS:
             self._state_warned_at = now
             log.warning("the shared account state is unavailable (%s); this process goes on "

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import access, chat, images_api, openai_format, responses_api, sse
+from .account_pool import utc_day
 from .auth import check_api_key
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
@@ -124,8 +125,10 @@ def index():
     """The status page and playground; its script is a static file, so CSP can be strict."""
     s = services().settings
     own_origin = request.host_url.rstrip("/")
+    accounts = services().images.accounts
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered,
+        accounts=accounts.status() if accounts else [],
         store="Workers KV" if s.uses_kv else "embedded SQLite",
         # Link origins a browser elsewhere may not reach: this page's own, and
         # how many API callers used (the log names them; this page is public).
@@ -138,6 +141,12 @@ def index():
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+@bp.app_template_filter("utc_time")
+def utc_time(moment: float) -> str:
+    """A moment as the status page shows it: HH:MM:SS in UTC."""
+    return time.strftime("%H:%M:%S", time.gmtime(moment))
 
 
 @bp.get("/healthz")
@@ -180,6 +189,21 @@ def authenticate():
 @api.get("/models")
 def list_models():
     return jsonify(openai_format.model_list(services().catalog.offered))
+
+
+@api.get("/status")
+def account_status():
+    """Each Cloudflare account as every worker sees it (ids shortened, no token)."""
+    svc = services()
+    accounts = svc.images.accounts
+    return jsonify({
+        "object": "status",
+        "day": utc_day(time.time()),
+        "daily_neurons": svc.settings.cf_daily_neurons or None,
+        "ai_gateway": svc.settings.cf_ai_gateway or None,
+        "account_state": "redis" if svc.settings.state_url else "sqlite",
+        "accounts": [account.as_json() for account in accounts.status()] if accounts else [],
+    })
 
 
 @api.post("/chat/completions")

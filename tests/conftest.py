@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
+import subprocess
+import time
 
 import openai
 import pytest
@@ -12,7 +16,7 @@ import responses
 import fake_cloudflare
 from flux_worker import create_app, http_session
 from flux_worker.settings import Settings
-from harness import API_KEY, Gunicorn, gunicorn_env
+from harness import API_KEY, Gunicorn, free_port, gunicorn_env
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -126,6 +130,48 @@ def parse_sse(text: str, named: bool = False) -> tuple[list[object], list[str]]:
 def sdk(gunicorn, fake):
     """The official openai SDK, pointed at the gunicorn service."""
     return openai.OpenAI(base_url=gunicorn.url + "/v1", api_key=API_KEY, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real Redis (Debian's redis-server) on a free loopback port, for the
+    session; tests that need it skip where it is not installed."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (bin/test installs it as root with apt)")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "redis did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The real Redis, emptied for each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
 
 
 @pytest.fixture(scope="session")

@@ -1126,7 +1126,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             busy = account.busy > 0
             account.busy -= busy
-            exhausted = account.exhaust_after is not None and account.images >= account.exhaust_after
+            limit = account.exhaust_after
+            exhausted = limit is not None and account.images >= limit
         if exhausted:
             return self._error(429, 3036, "You have used up your daily free allocation of "
                                "10,000 neurons. Please upgrade to Cloudflare's Workers Paid plan "

@@ -3,7 +3,6 @@ line naming the variable, and gunicorn.conf.py reads .env as the app does."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -121,3 +120,16 @@ def test_a_bad_value_in_dotenv_is_one_line_too(tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "flux-worker: configuration error: WEB_CONCURRENCY must be a whole number (got 'abc')"]
+
+
+def test_every_mistake_in_cf_accounts_stops_start_up_with_its_own_line(tmp_path):
+    env = clean_env(**{"PORT": str(free_port()), "WEB_CONCURRENCY": "1",
+                       "IMAGE_STORE_PATH": str(tmp_path / "images.sqlite3"),
+                       "CF_ACCOUNTS": "a:secret-one,b,a:secret-two"})
+    result = start(env)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert len(lines) == 2, result.stderr
+    assert "entry 2 has no token" in lines[0] and "entry 3 repeats" in lines[1]
+    assert "secret" not in result.stderr
