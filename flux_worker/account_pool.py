@@ -240,8 +240,9 @@ class AccountPool:
         return NoUsableAccount(
             ("None of this server's Cloudflare accounts" if several else
              "This server's Cloudflare account") + " can be used: Cloudflare refused the "
-            "token or the account (the operator must check CF_ACCOUNTS / CF_API_TOKEN; see "
-            "the log).", retry_after=max(1, round(min(outs) - now)))
+            "token, the account or the AI Gateway (the operator must check CF_API_TOKEN, "
+            "CF_ACCOUNTS and CF_AI_GATEWAY*; see the log).",
+            retry_after=max(1, round(min(outs) - now)))
 
     def _used(self, member: Member, answer: Answer, estimate: float | None) -> Drawn:
         cached = from_cache(answer)

@@ -89,6 +89,9 @@ def gunicorn_env(fake, tmp: Path, **extra: str) -> dict[str, str]:
         "GUNICORN_THREADS": "16",
         "SSE_KEEPALIVE_SECONDS": "0.5",
         "UPSTREAM_TIMEOUT_SECONDS": "10",
+        # One service for the whole session makes more images than a free
+        # account's day allows (about 57 at 172.8 neurons): no budget here.
+        "CF_DAILY_NEURONS": "0",
     }
     env.update(extra)
     return env
