@@ -8,9 +8,10 @@ every gunicorn worker knows it without asking Cloudflare again:
 - a refused token or a blocked or unknown account: taken out, told to the
   operator, and tried again after RECHECK_SECONDS (or a restart);
 - 403 / 5016 (a model's licence not accepted): that model only is skipped.
-Each account's images and neurons are counted per UTC day; an account the
-next image would take past its daily budget (CF_DAILY_NEURONS: the free
-allowance, or a spending cap on Workers Paid) is skipped until 00:00 UTC.
+Each account's images and neurons are counted per UTC day against a daily
+budget (CF_DAILY_NEURONS: the free allowance, or a spending cap on Workers
+Paid): an image goes first to an account it fits in, and an account whose
+budget is spent is skipped until 00:00 UTC (one image may take it past).
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ from .shared_state import MemoryState, SharedState, StateUnavailable
 from .workers_ai import WorkersAIClient, from_cache, measured_neurons
 
 log = logging.getLogger(__name__)
-BUSY_SECONDS = 10  # a 3040 (out of capacity) without Retry-After
-RATE_LIMITED_SECONDS = 60  # any other 429 without Retry-After
+BUSY_SECONDS = 10  # a 429 (3040 or another) that names no Retry-After
+MAX_BACKOFF_SECONDS = 300  # the longest Retry-After that keeps an account aside
+RESERVED_SECONDS = 5  # Retry-After when only images in flight fill the budgets
 RECHECK_SECONDS = 600  # a taken-out account is tried again after this long
 USAGE_TTL = 2 * 86400  # a day's counts outlive the day, for the status page at midnight
 STATE_WARNING_SECONDS = 60  # "shared state unavailable" is logged at most this often
 STATE_RETRY_SECONDS = 10  # after a failure, the shared state is left alone this long
-# Our error codes that say the account itself is unusable, not the request.
-ACCOUNT_REFUSED = {"upstream_auth_failed", "account_blocked", "upstream_misconfigured"}
-MODEL_REFUSED = {"model_agreement_required"}
+# Cloudflare's codes that say the account itself is unusable, not the request:
+# token refused (10000, 9106, 9109; AI Gateway's 2009), unknown account (7003),
+# account blocked (3023). A bare 401/403/404 (an edge page) is not enough.
+ACCOUNT_REFUSED = {10000, 9106, 9109, 2009, 7003, 3023}
+MODEL_REFUSED = {5016}  # the model's licence agreement is not accepted
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class AccountPool:
             marks = self._marks(now)
             order = self._order(model, estimate, marks, now, tried)
             if not order:
-                raise self._no_account(model, estimate, marks, now, last)
+                raise self._no_account(model, marks, now, last)
             member = order[0]
             tried.add(member.account.key)
             cost = estimate or 0.0
@@ -155,28 +159,32 @@ class AccountPool:
 
     def _order(self, model: ImageModel, estimate: float | None, marks: dict[str, _Marks],
                now: float, tried: set[str]) -> list[Member]:
-        """The accounts that may serve now, best first: least used today (in
-        flight here included), then in turn. An account this image would take
-        past its daily budget is left out, as if Cloudflare had said so."""
+        """The accounts that may serve now, best first: those this image fits
+        in today's budget before those it would take past it, then the least
+        used today (in flight here included), then in turn. An account whose
+        budget is spent is left out, as if Cloudflare had said so."""
         turn = next(self._turn)
         count = len(self.members)
-        with self._lock:
-            in_flight = dict(self._in_flight)
+        in_flight = self._reserved()
         usable = []
         for index, member in enumerate(self.members):
             key = member.account.key
             used = marks[key].neurons + in_flight.get(key, 0.0)
             if (key not in tried and marks[key].blocked_until(now, model) <= now
-                    and not self._over_budget(used, estimate)):
-                usable.append((used, (index - turn) % count, member))
-        return [member for *_, member in sorted(usable, key=lambda item: item[:2])]
+                    and not self._spent(used)):
+                budget = self.daily_neurons
+                overshoot = bool(budget) and used + (estimate or 0.0) > budget
+                usable.append((overshoot, used, (index - turn) % count, member))
+        return [member for *_, member in sorted(usable, key=lambda item: item[:3])]
 
-    def _over_budget(self, used: float, estimate: float | None) -> bool:
-        """Whether an image would take an account past its budget (an
-        unpriced one: whether the budget is spent)."""
-        if not self.daily_neurons:
-            return False
-        return used + estimate > self.daily_neurons if estimate else used >= self.daily_neurons
+    def _spent(self, used: float) -> bool:
+        """Whether an account has used its daily budget. One image may take it
+        past the budget (never refused for costing more than a day's budget)."""
+        return bool(self.daily_neurons) and used >= self.daily_neurons
+
+    def _reserved(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._in_flight)
 
     def _learn(self, member: Member, model: ImageModel, exc: FluxWorkerError) -> bool:
         """Mark what a refusal says about the account; False when it is about
@@ -190,17 +198,16 @@ class AccountPool:
                         "others serve until 00:00 UTC", account.label, exc.upstream_code)
             self._write(_account_name(account), {"exhausted_until": until, **error})
         elif isinstance(exc, RateLimited):
-            wait = exc.retry_after or (BUSY_SECONDS if exc.upstream_code == 3040
-                                       else RATE_LIMITED_SECONDS)
+            wait = min(exc.retry_after or BUSY_SECONDS, MAX_BACKOFF_SECONDS)
             log.info("Cloudflare account %s is busy or rate limited (code %s); skipped for "
                      "%d s", account.label, exc.upstream_code, wait)
             self._write(_account_name(account), {"backoff_until": now + wait, **error})
-        elif isinstance(exc, UpstreamMisconfigured) and exc.code in MODEL_REFUSED:
+        elif exc.upstream_code in MODEL_REFUSED:
             log.error("Cloudflare account %s cannot run %s (code %s); the others serve it. %s",
                       account.label, model.id, exc.upstream_code, exc.message)
             self._write(_out_name(account), {f"model:{model.id}": now + RECHECK_SECONDS})
             self._write(_account_name(account), error)
-        elif isinstance(exc, UpstreamMisconfigured) and exc.code in ACCOUNT_REFUSED:
+        elif exc.upstream_code in ACCOUNT_REFUSED or exc.code == "gateway_not_found":
             log.error("Cloudflare account %s taken out for %d min (code %s): %s", account.label,
                       RECHECK_SECONDS // 60, exc.upstream_code, exc.message)
             self._write(_out_name(account), {"until": now + RECHECK_SECONDS})
@@ -209,29 +216,40 @@ class AccountPool:
             return False
         return True
 
-    def _no_account(self, model: ImageModel, estimate: float | None, marks: dict[str, _Marks],
-                    now: float,
+    def _no_account(self, model: ImageModel, marks: dict[str, _Marks], now: float,
                     last: FluxWorkerError | None) -> FluxWorkerError:
         """The error for a generation no account can serve now."""
         several = len(self.members) > 1
-        exhausted = [m.exhausted_until for m in marks.values() if m.exhausted_until > now]
-        busy = [m.backoff_until for m in marks.values() if m.backoff_until > now]
-        budgeted = [next_utc_midnight(now) for m in marks.values()
-                    if m.out_until <= now and self._over_budget(m.neurons, estimate)]
-        if (exhausted or budgeted) and not busy:
-            what = (f"its daily budget of {self.daily_neurons} neurons" if budgeted
-                    and not exhausted else "its daily Workers AI allowance")
+        reserved = self._reserved()
+        exhausted, busy, outs, filling = [], [], [], False
+        for member in self.members:
+            m = marks[member.account.key]
+            if m.out_until > now:
+                outs.append(m.out_until)
+            elif m.exhausted_until > now:
+                exhausted.append(m.exhausted_until)
+            elif m.backoff_until > now:
+                busy.append(m.backoff_until)
+            elif self._spent(m.neurons):
+                exhausted.append(next_utc_midnight(now))
+            elif self._spent(m.neurons + reserved.get(member.account.key, 0.0)):
+                filling = True  # images in flight here may leave room when they end
+        if filling:
+            busy.append(now + RESERVED_SECONDS)
+        if exhausted and not busy:
+            what = (f"its daily budget of {self.daily_neurons} neurons (CF_DAILY_NEURONS)"
+                    if all(m.exhausted_until <= now for m in marks.values())
+                    else "its daily Workers AI allowance")
             return AllowanceExhausted(
                 ("Every Cloudflare account of this server has" if several else
                  "This server's Cloudflare account has") + f" used {what}; it resets at "
-                "00:00 UTC.", retry_after=max(1, round(min(exhausted + budgeted) - now)))
+                "00:00 UTC.", retry_after=max(1, round(min(exhausted) - now)))
         if exhausted or busy:
             wait = max(1, round(min(exhausted + busy) - now))
             return RateLimited(f"Workers AI is busy for {'every account of ' if several else ''}"
                                f"this server; try again in {wait} s.", retry_after=wait)
         if last is not None:  # this request met the refusal: say it as it came
             return last
-        outs = [m.out_until for m in marks.values() if m.out_until > now]
         if not outs:  # only this model is refused everywhere
             return UpstreamMisconfigured(f"No Cloudflare account of this server can run "
                                          f"{model.id} (the operator must accept its licence "
@@ -268,7 +286,7 @@ class AccountPool:
                 state, until = "out", m.out_until
             elif m.exhausted_until > now:
                 state, until = "exhausted", m.exhausted_until
-            elif self._over_budget(m.neurons, None):
+            elif self._spent(m.neurons):
                 state, until = "exhausted", next_utc_midnight(now)
             elif m.backoff_until > now:
                 state, until = "backing_off", m.backoff_until
@@ -316,18 +334,16 @@ class AccountPool:
         return found
 
     def _write(self, name: str, fields: dict[str, float], ttl: float = USAGE_TTL) -> None:
-        self._local.write(name, fields, ttl)
-        if self._state_up():
-            try:
-                self._state.write(name, fields, ttl)
-            except StateUnavailable as exc:
-                self._state_failed(exc)
+        self._change("write", name, fields, ttl)
 
     def _add(self, name: str, amounts: dict[str, float]) -> None:
-        self._local.add(name, amounts, USAGE_TTL)
-        if self._state_up():
+        self._change("add", name, amounts, USAGE_TTL)
+
+    def _change(self, how: str, name: str, values: dict[str, float], ttl: float) -> None:
+        """Write or add in this process's memory, and in the shared state while it is up."""
+        for state in (self._local, self._state) if self._state_up() else (self._local,):
             try:
-                self._state.add(name, amounts, USAGE_TTL)
+                getattr(state, how)(name, values, ttl)
             except StateUnavailable as exc:
                 self._state_failed(exc)
 

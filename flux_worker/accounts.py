@@ -50,9 +50,8 @@ def parse_accounts(value: str, variable: str = "CF_ACCOUNTS") -> tuple[
     accounts: list[CloudflareAccount] = []
     mistakes: list[str] = []
     seen: dict[str, int] = {}
-    for number, entry in enumerate(re.split(r"[\s,]+", value.strip()), start=1):
-        if not entry:
-            continue
+    entries = [entry for entry in re.split(r"[\s,]+", value) if entry]
+    for number, entry in enumerate(entries, start=1):
         account_id, colon, token = entry.partition(":")
         where = f"{variable} entry {number}"
         if not colon or not token:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, overload
 from urllib.parse import urlsplit
 
-from .accounts import ACCOUNT_ID, CloudflareAccount, parse_accounts
+from .accounts import ACCOUNT_ID, TOKEN, CloudflareAccount, parse_accounts
 from .models import DEFAULT_EDIT_MODEL, DEFAULT_INPAINT_MODEL, REGISTRY
 from .neurons import FREE_DAILY_NEURONS
 from .redaction import Redactor
@@ -208,6 +208,10 @@ class Settings:
         if clash:
             mistakes.append(f"CF_ACCOUNTS entry {clash[0]} names CF_ACCOUNT_ID's account "
                             "with another token")
+        for name in ("CF_API_TOKEN", "CF_AI_GATEWAY_TOKEN"):
+            if reader.text(name) and not TOKEN.fullmatch(reader.text(name)):
+                mistakes.append(f"{name} holds characters a header cannot carry (spaces, "
+                                "non-ASCII)")
         if mistakes:
             raise ConfigError("\n".join(mistakes))
         gateway = reader.text("CF_AI_GATEWAY")
@@ -349,6 +353,13 @@ def _check_redis_url(url: str) -> None:
                           f"(got {scheme + '://' if scheme else 'no scheme'})")
     if importlib.util.find_spec("redis") is None:
         raise ConfigError("REDIS_URL needs the redis package: pip install redis")
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError:
+        raise ConfigError("REDIS_URL is not a valid Redis URL (check its port, database "
+                          "number and options)") from None
 
 
 class _EnvReader:

@@ -11,6 +11,7 @@ memory (one process: tests, and the fallback while the shared one is down).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Protocol
 from .sqlite_db import SQLiteDatabase
 
 KEY_PREFIX = "flux-worker:"  # Redis keys, so a shared Redis can tell ours apart
+MAX_VALUE = 1e12  # larger than any time (unix seconds) or count we write
 
 
 class StateUnavailable(Exception):
@@ -96,7 +98,8 @@ class SQLiteState:
                                   f"({marks}) AND expires_at > ?", (*names, self._clock()))
                 found: dict[str, dict[str, float]] = {}
                 for name, field, value in rows:
-                    found.setdefault(name, {})[field] = value
+                    if _number(value) is not None:
+                        found.setdefault(name, {})[field] = value
                 return found
         except Exception as exc:  # sqlite3.Error, OSError
             raise StateUnavailable(f"SQLite: {type(exc).__name__}") from None
@@ -155,8 +158,13 @@ class RedisState:
             records = pipe.execute()
         except self._errors as exc:
             raise StateUnavailable(f"Redis: {type(exc).__name__}") from None
-        return {name: {_text(field): float(value) for field, value in record.items()}
-                for name, record in zip(names, records, strict=True) if record}
+        found: dict[str, dict[str, float]] = {}
+        for name, record in zip(names, records, strict=True):
+            for field, value in record.items():
+                number = _number(value)
+                if number is not None:
+                    found.setdefault(name, {})[_text(field)] = number
+        return found
 
     def write(self, name: str, fields: Mapping[str, float], ttl: float) -> None:
         self._run(name, ttl, lambda pipe, key: pipe.hset(key, mapping=dict(fields)))
@@ -183,4 +191,13 @@ class RedisState:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _number(value: bytes | str) -> float | None:
+    """A field as a plausible number; anything else someone wrote is ignored."""
+    try:
+        number = float(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return number if math.isfinite(number) and abs(number) < MAX_VALUE else None

@@ -26,6 +26,8 @@ class SQLiteDatabase:
     def __init__(self, path: str, schema: tuple[str, ...] = ()):
         self.path = path
         self._idle: queue.Queue[sqlite3.Connection] = queue.Queue(maxsize=IDLE_CONNECTIONS)
+        self._pid = os.getpid()
+        self._inherited: queue.Queue[sqlite3.Connection] | None = None
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         db = self._connect()
         try:
@@ -45,6 +47,12 @@ class SQLiteDatabase:
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """Lend a connection (autocommit) to this thread for a moment."""
+        if os.getpid() != self._pid:
+            # A forked worker (gunicorn preloads the app) must not use the
+            # parent's connections: SQLite forbids carrying one across fork.
+            # They are kept, never closed here, so the parent's stay sound.
+            self._inherited, self._idle = self._idle, queue.Queue(maxsize=IDLE_CONNECTIONS)
+            self._pid = os.getpid()
         try:
             db = self._idle.get_nowait()
         except queue.Empty:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from . import cloudflare
-from .errors import RateLimited, Resend, UpstreamError
+from .errors import RateLimited, Resend, UpstreamError, UpstreamMisconfigured
 from .http_session import Answer, Upstream
 from .models import BASE64, MULTIPART, ImageModel
 
@@ -92,10 +92,19 @@ class WorkersAIClient:
             assert not files, "JSON models take their pictures as fields"
             body = {"json": inputs}
 
+        through_gateway = url != self._url + model.id
+
         def check(answer: Answer) -> Answer:
             if answer.status == 200:
                 return answer
             error = cloudflare.error_for(answer, SERVICE, self._upstream.redact)
+            if through_gateway and answer.status == 404 and error.upstream_code == 404:
+                assert self._gateway is not None
+                error = UpstreamMisconfigured(
+                    f"AI Gateway has no gateway {self._gateway.id!r} on this server's Cloudflare "
+                    "account (the operator must create it or check CF_AI_GATEWAY).",
+                    code="gateway_not_found")
+                error.upstream_code = 404
             if not patient and isinstance(error, RateLimited):
                 error.resend = Resend.NEVER
             raise error

@@ -254,16 +254,26 @@ class TestFailover:
 
     def test_the_daily_budget_skips_an_account_before_cloudflare_says_so(
             self, fake, make_app):
-        """Budget 400: two flux-1-schnell images (172.8 each) fit, a third would not."""
+        """Budget 400 and flux-1-schnell at 172.8: each account makes two images
+        within it and one past it (an image is never refused for its cost
+        alone), then is skipped without asking Cloudflare."""
         fake.add_account(SECOND.id, SECOND.token)
         client = make_app(cf_accounts=(SECOND,), cf_daily_neurons=400).test_client()
-        for _ in range(4):
+        for _ in range(6):
             assert generate(client).status_code == 200
         response = generate(client)
         assert_error(response, 429, "insufficient_quota")
         assert "budget of 400 neurons" in response.json["error"]["message"]
-        assert len(fake.calls_to("ai")) == 4  # Cloudflare was never asked to refuse
-        assert fake.accounts[cf.ACCOUNT_ID].images == fake.accounts[SECOND.id].images == 2
+        assert len(fake.calls_to("ai")) == 6  # Cloudflare was never asked to refuse
+        assert fake.accounts[cf.ACCOUNT_ID].images == fake.accounts[SECOND.id].images == 3
+        states = client.get("/v1/status", headers=AUTH).json["accounts"]
+        assert [a["state"] for a in states] == ["exhausted", "exhausted"]
+
+    def test_an_image_dearer_than_the_budget_is_still_made(self, client, fake):
+        """phoenix-1.0 at 2048x2048 is estimated at 12,480 neurons, more than
+        the default day of 10,000: Cloudflare decides, not our estimate."""
+        response = generate(client, model="phoenix-1.0", size="2048x2048")
+        assert response.status_code == 200, response.get_data(as_text=True)
 
     def test_a_zero_budget_means_no_budget(self, client, fake, make_app):
         client = make_app(cf_daily_neurons=0).test_client()
@@ -415,3 +425,111 @@ class TestUnderGunicorn:
         assert sum(a["images_today"] for a in status["accounts"]) == 24
         assert "Cloudflare account thir…ount taken out" in log
         assert THIRD.token not in log and SECOND.token not in log and THIRD.id not in log
+
+
+class TestFoundInReview:
+    def test_busy_without_retry_after_moves_on_rather_than_retrying_there(self, two, fake):
+        fake.accounts[cf.ACCOUNT_ID].busy = 1  # the first asked (in turn, both unused)
+        assert generate(two).status_code == 200
+        # No retry on the busy account: the next one, at once.
+        assert accounts_called(fake) == [(cf.ACCOUNT_ID, 429), (SECOND.id, 200)]
+
+    def test_the_gateway_cache_key_names_the_whole_request(self, fake, make_app):
+        fake.add_gateway(cf.ACCOUNT_ID, "gw")
+        client = make_app(cf_ai_gateway="gw", cf_ai_gateway_base=fake.gateway_base
+                          ).test_client()
+        generate(client, seed=1)
+        generate(client, seed=2)
+        generate(client, "another prompt", seed=1)
+        keys = [c.headers["cf-aig-cache-key"] for c in fake.calls_to("ai")]
+        assert len(set(keys)) == 3
+
+    def test_an_edge_page_403_does_not_take_the_only_account_out(self, client, fake):
+        fake.inject("ai", cf.html_error(403))
+        assert generate(client).status_code == 502
+        assert generate(client).status_code == 200
+
+    def test_a_huge_retry_after_keeps_an_account_aside_five_minutes_at_most(self, two, fake):
+        fake.accounts[cf.ACCOUNT_ID].busy = 1
+        fake.accounts[cf.ACCOUNT_ID].busy_retry_after = 99999999
+        fake.accounts[SECOND.id].busy = 1
+        fake.accounts[SECOND.id].busy_retry_after = 99999999
+        response = generate(two)
+        assert_error(response, 429, "rate_limit_exceeded", retry="true")
+        assert int(response.headers["Retry-After"]) <= 300
+
+    def test_an_unknown_gateway_names_cf_ai_gateway(self, fake, make_app):
+        client = make_app(cf_ai_gateway="missing", cf_ai_gateway_base=fake.gateway_base
+                          ).test_client()
+        response = generate(client)
+        assert_error(response, 502, "gateway_not_found")
+        assert "CF_AI_GATEWAY" in response.json["error"]["message"]
+
+    def test_numbers_name_entries_after_empty_ones(self):
+        _, mistakes = parse_accounts(",a:t1,,a:t2")
+        assert mistakes == ["CF_ACCOUNTS entry 2 repeats the account of entry 1"]
+
+    @pytest.mark.parametrize("env,named", [
+        ({"CF_ACCOUNT_ID": "a", "CF_API_TOKEN": "токен"}, "CF_API_TOKEN"),
+        ({"CF_AI_GATEWAY_TOKEN": "two words"}, "CF_AI_GATEWAY_TOKEN"),
+        ({"REDIS_URL": "redis://:hunter2@127.0.0.1:notaport/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis://:hunter2@127.0.0.1:6379/0?socket_timeout=x"}, "REDIS_URL"),
+    ])
+    def test_values_that_would_fail_every_call_stop_start_up(self, env, named):
+        with pytest.raises(ConfigError, match=named) as caught:
+            Settings.from_env(env)
+        assert "hunter2" not in str(caught.value) and "токен" not in str(caught.value)
+
+    def test_garbage_in_redis_is_ignored_not_a_500(self, fake, make_app, redis_url):
+        import redis
+
+        client = make_app(redis_url=redis_url).test_client()
+        assert generate(client).status_code == 200
+        raw = redis.Redis.from_url(redis_url)
+        for key in raw.keys("flux-worker:*"):
+            if raw.type(key) == b"hash":
+                raw.hset(key, mapping={"exhausted_until": "garbage", "neurons": "nan",
+                                       "backoff_until": "inf", "images": "1e300"})
+        raw.close()
+        assert generate(client).status_code == 200
+        status = client.get("/v1/status", headers=AUTH)
+        assert status.status_code == 200 and "NaN" not in status.get_data(as_text=True)
+        assert client.get("/").status_code == 200
+
+
+class TestClock:
+    """The pool against an injected clock: used up at 23:59, serving at 00:00."""
+
+    def test_a_used_up_account_serves_again_after_midnight_utc(self):
+        from flux_worker.account_pool import AccountPool, Member
+        from flux_worker.errors import AllowanceExhausted
+        from flux_worker.http_session import Answer
+        from flux_worker.shared_state import MemoryState
+
+        clock = [datetime.datetime(2026, 11, 24, 23, 59, 0,
+                                   tzinfo=datetime.timezone.utc).timestamp()]
+
+        class Client:
+            exhausted = True
+
+            def generate(self, *args, **kwargs):
+                if self.exhausted:
+                    error = AllowanceExhausted("used up")
+                    error.upstream_code = 3036
+                    raise error
+                return Answer(200, {}, b"")
+
+        client = Client()
+        pool = AccountPool([Member(CloudflareAccount("a", "t"), client)],  # type: ignore[arg-type]
+                           MemoryState(lambda: clock[0]), daily_neurons=10_000,
+                           clock=lambda: clock[0])
+        model = REGISTRY[SCHNELL]
+        with pytest.raises(AllowanceExhausted) as caught:
+            pool.draw(model, {}, {}, estimate=172.8, cacheable=False)
+        assert caught.value.retry_after == 60
+        client.exhausted = False
+        with pytest.raises(AllowanceExhausted):  # not asked again before midnight
+            pool.draw(model, {}, {}, estimate=172.8, cacheable=False)
+        clock[0] += 61
+        assert pool.draw(model, {}, {}, estimate=172.8, cacheable=False).neurons == 172.8
+        assert pool.status()[0].neurons_today == 172.8  # a new day's count

@@ -179,3 +179,22 @@ class TestSQLitePool:
         assert store._db._idle.qsize() == IDLE_CONNECTIONS
         store.close()
         assert store._db._idle.qsize() == 0
+
+
+def test_a_forked_process_opens_its_own_sqlite_connections(tmp_path):
+    """gunicorn preloads the app: a connection opened in the master must not
+    be used by the workers (SQLite forbids carrying one across fork)."""
+    store = SQLiteImageStore(str(tmp_path / "i.sqlite3"))
+    store.put("k", JPEG, 600)  # leaves one idle connection in this process
+    parent = store._db._idle.queue[0]
+    reader, writer = multiprocessing.Pipe(duplex=False)
+
+    def child() -> None:
+        with store._db.connection() as db:
+            writer.send(db is not parent and store.get("k").data == JPEG)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=30)
+    assert reader.recv() is True
+    assert store._db._idle.queue[0] is parent  # the parent's own is untouched
