@@ -121,7 +121,8 @@ class AccountPool:
         self._clock = clock
         self._turn = itertools.count()
         self._in_flight: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the in-flight counts
+        self._choosing = threading.Lock()  # one choice (and its reservation) at a time
         self._state_warned_at = -float(STATE_WARNING_SECONDS)
         self._state_down_until = 0.0  # time.monotonic(): a slow, dead Redis is not asked each time
 
@@ -135,37 +136,45 @@ class AccountPool:
         """
         tried: set[str] = set()
         last: FluxWorkerError | None = None
+        cost = estimate or 0.0
         while True:
-            now = self._clock()
-            marks = self._marks(now)
-            order = self._order(model, estimate, marks, now, tried)
-            if not order:
-                raise self._no_account(model, marks, now, last)
-            member = order[0]
+            # Choosing and reserving are one step, so that images starting
+            # together in this process see each other's share of the budget.
+            with self._choosing:
+                now = self._clock()
+                in_flight = self._reserved()  # before the counts: none is missed
+                marks = self._marks(now)
+                order = self._order(model, estimate, marks, in_flight, now, tried)
+                if not order:
+                    raise self._no_account(model, marks, in_flight, now, last)
+                member = order[0]
+                self._count_in_flight(member, cost)
             tried.add(member.account.key)
-            cost = estimate or 0.0
-            self._count_in_flight(member, cost)
             try:
                 answer = member.client.generate(model, inputs, files, cacheable=cacheable,
                                                 patient=len(order) == 1)
             except FluxWorkerError as exc:
+                self._count_in_flight(member, -cost)
                 if not self._learn(member, model, exc):
                     raise
                 last = exc
                 continue
-            finally:
+            except BaseException:
                 self._count_in_flight(member, -cost)
-            return self._used(member, answer, estimate)
+                raise
+            try:
+                return self._used(member, answer, estimate)
+            finally:  # counted in the day's usage first, then no longer in flight
+                self._count_in_flight(member, -cost)
 
     def _order(self, model: ImageModel, estimate: float | None, marks: dict[str, _Marks],
-               now: float, tried: set[str]) -> list[Member]:
+               in_flight: dict[str, float], now: float, tried: set[str]) -> list[Member]:
         """The accounts that may serve now, best first: those this image fits
         in today's budget before those it would take past it, then the least
         used today (in flight here included), then in turn. An account whose
         budget is spent is left out, as if Cloudflare had said so."""
         turn = next(self._turn)
         count = len(self.members)
-        in_flight = self._reserved()
         usable = []
         for index, member in enumerate(self.members):
             key = member.account.key
@@ -216,11 +225,11 @@ class AccountPool:
             return False
         return True
 
-    def _no_account(self, model: ImageModel, marks: dict[str, _Marks], now: float,
+    def _no_account(self, model: ImageModel, marks: dict[str, _Marks],
+                    reserved: dict[str, float], now: float,
                     last: FluxWorkerError | None) -> FluxWorkerError:
         """The error for a generation no account can serve now."""
         several = len(self.members) > 1
-        reserved = self._reserved()
         exhausted, busy, outs, filling = [], [], [], False
         for member in self.members:
             m = marks[member.account.key]
@@ -241,7 +250,7 @@ class AccountPool:
                     if all(m.exhausted_until <= now for m in marks.values())
                     else "its daily Workers AI allowance")
             return AllowanceExhausted(
-                ("Every Cloudflare account of this server has" if several else
+                ("Every usable Cloudflare account of this server has" if several else
                  "This server's Cloudflare account has") + f" used {what}; it resets at "
                 "00:00 UTC.", retry_after=max(1, round(min(exhausted) - now)))
         if exhausted or busy:
@@ -256,8 +265,8 @@ class AccountPool:
                                          "agreement; see the log).",
                                          code="model_agreement_required")
         return NoUsableAccount(
-            ("None of this server's Cloudflare accounts" if several else
-             "This server's Cloudflare account") + " can be used: Cloudflare refused the "
+            ("None of this server's Cloudflare accounts can" if several else
+             "This server's Cloudflare account cannot") + " be used: Cloudflare refused the "
             "token, the account or the AI Gateway (the operator must check CF_API_TOKEN, "
             "CF_ACCOUNTS and CF_AI_GATEWAY*; see the log).",
             retry_after=max(1, round(min(outs) - now)))

@@ -200,6 +200,9 @@ class Settings:
             optimization = reader.boolean("CF_IS_TRANSLATE", False)
         accounts, mistakes = parse_accounts(reader.text("CF_ACCOUNTS"))
         account_id, token = reader.text("CF_ACCOUNT_ID"), reader.text("CF_API_TOKEN")
+        if account_id and not ACCOUNT_ID.fullmatch(account_id):
+            mistakes.insert(0, "CF_ACCOUNT_ID is not an account id (letters, digits, - and _; "
+                               "Cloudflare's are 32 hex digits)")
         if bool(account_id) != bool(token):
             mistakes.insert(0, "CF_ACCOUNT_ID and CF_API_TOKEN go together: set both, or "
                                "neither and use CF_ACCOUNTS")

@@ -98,8 +98,9 @@ class SQLiteState:
                                   f"({marks}) AND expires_at > ?", (*names, self._clock()))
                 found: dict[str, dict[str, float]] = {}
                 for name, field, value in rows:
-                    if _number(value) is not None:
-                        found.setdefault(name, {})[field] = value
+                    number = _number(value)
+                    if number is not None:
+                        found.setdefault(name, {})[field] = number
                 return found
         except Exception as exc:  # sqlite3.Error, OSError
             raise StateUnavailable(f"SQLite: {type(exc).__name__}") from None
@@ -194,8 +195,10 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _number(value: bytes | str) -> float | None:
+def _number(value: object) -> float | None:
     """A field as a plausible number; anything else someone wrote is ignored."""
+    if not isinstance(value, (int, float, str, bytes)) or isinstance(value, bool):
+        return None
     try:
         number = float(value)
     except (ValueError, UnicodeDecodeError):

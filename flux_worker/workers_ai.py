@@ -98,7 +98,8 @@ class WorkersAIClient:
             if answer.status == 200:
                 return answer
             error = cloudflare.error_for(answer, SERVICE, self._upstream.redact)
-            if through_gateway and answer.status == 404 and error.upstream_code == 404:
+            if (through_gateway and answer.status == 404 and error.upstream_code == 404
+                    and _gateway_error(answer)):
                 assert self._gateway is not None
                 error = UpstreamMisconfigured(
                     f"AI Gateway has no gateway {self._gateway.id!r} on this server's Cloudflare "
@@ -113,6 +114,16 @@ class WorkersAIClient:
 
     def close(self) -> None:
         self._upstream.close()
+
+
+def _gateway_error(answer: Answer) -> bool:
+    """Whether an answer is AI Gateway's own error, not one passed on from Workers AI."""
+    try:
+        body = answer.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(body, dict) and (body.get("name") == "AiGatewayError"
+                                       or isinstance(body.get("error"), list))
 
 
 def _cache_key(model: ImageModel, inputs: dict[str, object]) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -165,7 +167,7 @@ class TestFailover:
         assert_error(response, 429, "insufficient_quota")
         expected = next_utc_midnight(time.time()) - time.time()
         assert abs(int(response.headers["Retry-After"]) - expected) <= 5
-        assert "Every Cloudflare account" in response.json["error"]["message"]
+        assert "Every usable Cloudflare account" in response.json["error"]["message"]
         assert sorted(accounts_called(fake)) == sorted([(cf.ACCOUNT_ID, 429), (SECOND.id, 429)])
         assert_error(generate(two), 429, "insufficient_quota")
         assert len(fake.calls_to("ai")) == 2  # known used up: not asked again
@@ -533,3 +535,67 @@ class TestClock:
         clock[0] += 61
         assert pool.draw(model, {}, {}, estimate=172.8, cacheable=False).neurons == 172.8
         assert pool.status()[0].neurons_today == 172.8  # a new day's count
+
+
+class TestSecondReview:
+    @pytest.mark.parametrize("round_", range(5))
+    def test_images_starting_together_share_the_budget(self, tmp_path, round_):
+        """Budget 400 at 172.8 an image, sixteen images at once: two fit, one
+        may pass the budget, the rest are refused, however they interleave."""
+        from flux_worker.account_pool import AccountPool, Member
+        from flux_worker.errors import RateLimited
+        from flux_worker.http_session import Answer
+        from flux_worker.shared_state import SQLiteState
+
+        made = []
+
+        class Client:
+            def generate(self, *args, **kwargs):
+                time.sleep(0.001 * (len(made) % 3))  # some finish as others choose
+                made.append(1)
+                return Answer(200, {}, b"")
+
+        pool = AccountPool([Member(CloudflareAccount("a", "t"), Client())],  # type: ignore[arg-type]
+                           SQLiteState(str(tmp_path / "state.sqlite3")), daily_neurons=400)
+        barrier = threading.Barrier(16)
+
+        def one(_):
+            barrier.wait(timeout=10)
+            try:
+                pool.draw(REGISTRY[SCHNELL], {}, {}, estimate=172.8, cacheable=False)
+                return "made"
+            except RateLimited:
+                return "refused"
+
+        with ThreadPoolExecutor(16) as executor:
+            outcomes = list(executor.map(one, range(16)))
+        assert outcomes.count("made") == len(made) == 3, outcomes
+
+    def test_the_only_account_refused_says_it_cannot_be_used(self, client, fake):
+        fake.accounts[cf.ACCOUNT_ID].refused = True
+        generate(client)
+        message = generate(client).json["error"]["message"]
+        assert message.startswith("This server's Cloudflare account cannot be used")
+
+    def test_an_edge_page_404_on_the_gateway_path_takes_nothing_out(self, fake, make_app):
+        fake.add_gateway(cf.ACCOUNT_ID, "gw")
+        client = make_app(cf_ai_gateway="gw", cf_ai_gateway_base=fake.gateway_base
+                          ).test_client()
+        fake.inject("ai", cf.html_error(404))
+        assert generate(client).status_code == 502
+        assert generate(client).status_code == 200
+
+    def test_a_blob_in_the_sqlite_state_is_ignored(self, client, tmp_path, make_settings):
+        import sqlite3
+
+        assert generate(client).status_code == 200
+        path = make_settings().image_store_path
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE shared_state SET value = ?", (b"7",))
+        assert generate(client).status_code == 200
+        assert client.get("/v1/status", headers=AUTH).status_code == 200
+        assert client.get("/").status_code == 200
+
+    def test_cf_account_id_must_be_an_account_id(self):
+        with pytest.raises(ConfigError, match="CF_ACCOUNT_ID is not an account id"):
+            Settings.from_env({"CF_ACCOUNT_ID": "abc/../x", "CF_API_TOKEN": "t"})
