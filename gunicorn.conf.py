@@ -31,7 +31,7 @@ try:
 except ConfigError as exc:
     exit_with_config_error(exc)
 
-bind = f"0.0.0.0:{_server.port}"
+bind = _server.address
 worker_class = "gthread"
 workers = _server.workers
 threads = _server.threads

@@ -16,6 +16,7 @@ from .account_pool import AccountPool, Member
 from .generation import ImageService
 from .http_session import RetryPolicy, Upstream, make_session
 from .image_sources import PictureReader
+from .key_usage import KeyUsage
 from .kv import KVClient
 from .links import LinkOrigins
 from .models import ModelCatalog
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         load_dotenv_file()
         settings = Settings.from_env(os.environ)
-    logs.configure_logging(settings.log_level, secrets=settings.secrets)
+    logs.configure_logging(settings.log_level, secrets=settings.secrets,
+                           log_format=settings.log_format)
 
     app = Flask(__name__)
     # One byte over: werkzeug stops a chunked body at the limit without a word,
@@ -92,13 +94,14 @@ def create_app(settings: Settings | None = None) -> Flask:
             api_base=settings.external_api_base, model=settings.external_model,
             api_key=settings.external_api_key, system_message=settings.system_message)
     images = ImageService(accounts=accounts, store=store, optimizer=optimizer,
+                          usage=KeyUsage(state, settings.key_daily_images),
                           expiration=settings.image_expiration,
                           max_concurrent=settings.max_concurrent_generations)
     pictures = PictureReader(store, RemoteImages(settings.allow_remote_images),
                              settings.image_expiration)
     app.extensions["flux_worker"] = routes.Services(settings, catalog, images, store,
                                                     LinkOrigins(settings.public_base_url),
-                                                    pictures)
+                                                    pictures, state)
 
     CORS(app, origins="*", max_age=86400,
          allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID",

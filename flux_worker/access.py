@@ -21,6 +21,7 @@ class RequestRecord:
     stream: bool | None = None
     kind: str = "-"  # picture, images, title, tags, follow_ups, …
     images: int = 0
+    key: str | None = None  # the caller's API key, hashed (key_usage.key_id)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_image(self) -> None:

@@ -368,9 +368,9 @@ class AccountPool:
                         "with what it knows", exc)
 
     def close(self) -> None:
+        """Close the clients; the shared state is create_app's (Services closes it)."""
         for member in self.members:
             member.client.close()
-        self._state.close()
 
 
 def _account_name(account: CloudflareAccount) -> str:

@@ -20,6 +20,7 @@ from . import access
 from .account_pool import AccountPool, Drawn
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
 from .imaging import FORMAT_NAMES, prepare_image
+from .key_usage import KeyUsage
 from .optimizer import PromptOptimizer
 from .planning import ImageJob, image_seeds
 from .store import ImageStore
@@ -118,8 +119,10 @@ class ImageService:
     """The clients, store and bounded pool that runs use."""
 
     def __init__(self, *, accounts: AccountPool | None, store: ImageStore,
-                 optimizer: PromptOptimizer | None, expiration: int, max_concurrent: int):
+                 optimizer: PromptOptimizer | None, expiration: int, max_concurrent: int,
+                 usage: KeyUsage):
         self.accounts = accounts
+        self.usage = usage
         self.store = store
         self.optimizer = optimizer
         self.expiration = expiration
@@ -167,7 +170,7 @@ class ImageService:
             prepared = prepare_image(image_bytes(drawn.answer, job.model), job.width, job.height,
                                      output_format=job.output_format,
                                      quality=job.output_compression)
-        account, cost = drawn.account.label, _neurons_text(drawn)
+        account, cost, neurons = drawn.account.label, _neurons_text(drawn), drawn.neurons
         del drawn  # the raw body can go before the store call
         timings["decode_ms"] = (time.monotonic() - started) * 1000
         started = time.monotonic()
@@ -175,6 +178,9 @@ class ImageService:
         self.store.put(key, prepared.data, self.expiration)
         timings["store_ms"] = (time.monotonic() - started) * 1000
         access.count_image()
+        caller = access.current_record().key
+        if caller is not None:
+            self.usage.record(caller, neurons)
         log.info("image generated key=%s model=%s size=%dx%d seed=%s account=%s neurons=%s %s",
                  key, job.model.id, job.width, job.height, sent_seed, account, cost,
                  " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
@@ -235,6 +241,9 @@ class GenerationRun:
         if service.accounts is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
+        caller = access.current_record().key
+        if caller is not None:
+            service.usage.check(caller, count)
         # As many slots as are free: a big run under load goes slower rather
         # than being refused or keeping others out.
         slots = service.capacity.acquire_up_to(count)

@@ -8,6 +8,7 @@ cannot forge a second record) and passed through a process-wide `Redactor`.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import re
 import sys
@@ -68,6 +69,26 @@ class LineFormatter(logging.Formatter):
         return one_line(self.redact(text))
 
 
+class JsonFormatter(LineFormatter):
+    """Format a record as one JSON object per line (LOG_FORMAT=json): the
+    text line's fields, each redacted; non-ASCII escaped, so one line it stays."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        try:
+            message = record.getMessage()
+        except Exception as exc:
+            message = (f"unformattable log record ({type(exc).__name__}) msg={record.msg!r} "
+                       f"args={record.args!r}")
+        entry = {"time": self.formatTime(record), "level": record.levelname,
+                 "request_id": getattr(record, "request_id", "-"), "logger": record.name,
+                 "message": self.redact(message)}
+        if record.exc_info:
+            entry["exception"] = self.redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=True)
+
+
 class StderrHandler(logging.StreamHandler):
     """Write to sys.stderr as it is now, not as it was at start-up (pytest swaps it)."""
 
@@ -95,7 +116,8 @@ def _stamp_request_ids() -> None:
     logging.setLogRecordFactory(record_with_request_id)
 
 
-def configure_logging(level: str | int = "info", secrets: Iterable[str] = ()) -> None:
+def configure_logging(level: str | int = "info", secrets: Iterable[str] = (),
+                      log_format: str = "text") -> None:
     """Log to stderr in our format, and redact `secrets` from every line.
 
     The first call installs one handler on the root logger (so third-party
@@ -110,7 +132,8 @@ def configure_logging(level: str | int = "info", secrets: Iterable[str] = ()) ->
         return
     _stamp_request_ids()
     handler = StderrHandler()
-    handler.setFormatter(LineFormatter(redactor))
+    handler.setFormatter(JsonFormatter(redactor) if log_format == "json"
+                         else LineFormatter(redactor))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("flux_worker").setLevel(level.upper() if isinstance(level, str) else level)

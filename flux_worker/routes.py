@@ -25,11 +25,14 @@ from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, Up
 from .generation import ImageService
 from .image_sources import PictureReader
 from .input_images import InputImage, check_count, load_image
+from .key_usage import key_id
 from .links import LinkOrigins, looks_internal
 from .models import ModelCatalog
 from .planning import ImageJob
 from .settings import Settings
+from .shared_state import SharedState
 from .store import ImageStore
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class Services:
     store: ImageStore
     links: LinkOrigins
     pictures: PictureReader
+    state: SharedState  # what every worker shares: accounts' state, usage per key
 
     def close(self) -> None:
         """Stop the pool and close every session and connection (worker exit)."""
@@ -57,6 +61,7 @@ class Services:
             if client is not None:
                 client.close()
         self.store.close()
+        self.state.close()
         log.info("closed the generation pool, upstream sessions and store")
 
 
@@ -127,7 +132,7 @@ def index():
     own_origin = request.host_url.rstrip("/")
     accounts = services().images.accounts
     response = Response(render_template(
-        "index.html", settings=s, models=services().catalog.offered,
+        "index.html", settings=s, models=services().catalog.offered, version=__version__,
         accounts=accounts.status() if accounts else [],
         store="Workers KV" if s.uses_kv else "embedded SQLite",
         # Link origins a browser elsewhere may not reach: this page's own, and
@@ -151,7 +156,14 @@ def utc_time(moment: float) -> str:
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify(status="ok")
+    """Liveness: the process answers. Readiness (Cloudflare, store) is /readyz."""
+    return jsonify(status="ok", version=__version__)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it whatever the page says; an SVG serves them all."""
+    return current_app.send_static_file("favicon.svg")
 
 
 @bp.get("/image/<key>")
@@ -183,7 +195,19 @@ def get_image(key: str):
 @api.before_request
 def authenticate():
     if request.method != "OPTIONS":  # CORS preflights carry no credentials
-        check_api_key(services().settings.api_keys)
+        key = check_api_key(services().settings.api_keys)
+        access.current_record().key = key_id(key)
+
+
+@api.get("/usage")
+def key_usage():
+    """What the caller's own API key has used today, and its quota."""
+    svc = services()
+    usage = svc.images.usage.today(access.current_record().key or "")
+    quota = svc.settings.key_daily_images or None
+    return jsonify({"object": "usage", "day": usage.day, "images": usage.images,
+                    "neurons": round(usage.neurons, 2), "daily_images": quota,
+                    "images_left": max(0, quota - usage.images) if quota else None})
 
 
 @api.get("/models")

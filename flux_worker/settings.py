@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ DEFAULT_CF_API_BASE = "https://api.cloudflare.com/client/v4"
 DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
 LANGUAGES = ("en", "zh-CN", "zh-TW", "ja", "es", "fr", "ru", "de")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # The Python package each rate-limit storage needs (keyed by the scheme's first part).
 STORAGE_PACKAGES = {"redis": "redis", "rediss": "redis", "valkey": "valkey", "valkeys": "valkey",
                     "memcached": "pymemcache", "mongodb": "pymongo"}
@@ -64,6 +68,7 @@ class ServerSettings:
     """gunicorn's settings (gunicorn.conf.py), checked like the app's so a bad
     value stops start-up with a message naming the variable."""
 
+    bind: str = "0.0.0.0"  # every interface, as PaaS routers need; 127.0.0.1 behind nginx
     port: int = 8000
     workers: int = field(default_factory=_default_workers)
     threads: int = 128
@@ -74,13 +79,27 @@ class ServerSettings:
     def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
         """:raises ConfigError: naming the variable whose value is invalid."""
         reader = _EnvReader(env)
+        bind = reader.text("BIND") or reader.text("HOST") or "0.0.0.0"
+        try:
+            ipaddress.ip_address(bind.strip("[]"))
+        except ValueError:
+            if not HOST_NAME.fullmatch(bind):
+                raise ConfigError(f"BIND must be an IP address or a host name, such as "
+                                  f"127.0.0.1 or 0.0.0.0 (got {bind!r})") from None
         return cls(
+            bind=bind,
             port=reader.integer("PORT", 8000, minimum=1, maximum=65535),
             workers=reader.integer("WEB_CONCURRENCY", _default_workers(), minimum=1),
             threads=reader.integer("GUNICORN_THREADS", 128, minimum=1),
             timeout=reader.integer("GUNICORN_TIMEOUT", 120, minimum=0),
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
         )
+
+    @property
+    def address(self) -> str:
+        """gunicorn's bind address, host:port (an IPv6 address in brackets)."""
+        host = self.bind.strip("[]")
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = 32 * 1024 * 1024  # a request that may carry pictures
     log_level: str = "info"
+    log_format: str = "text"  # or json: one JSON object per line
+    metrics_token: str = field(default="", repr=False)  # /metrics for this bearer token
+    key_daily_images: int = 0  # images per API key per UTC day; 0: no quota
 
     @property
     def accounts(self) -> tuple[CloudflareAccount, ...]:
@@ -173,6 +195,7 @@ class Settings:
                 self.public_base_url, self.redis_url, self.cf_ai_gateway_base)
         values = (*self.api_keys, self.cf_api_token, self.external_api_key,
                   self.cf_account_id, self.cf_kv_namespace_id, self.cf_ai_gateway_token,
+                  self.metrics_token,
                   *(account.token for account in self.cf_accounts),
                   *(account.id for account in self.cf_accounts),
                   *(urlsplit(url).password or "" for url in urls))
@@ -264,6 +287,9 @@ class Settings:
             rate_limit=reader.text("RATE_LIMIT"),
             rate_limit_storage_uri=reader.text("RATE_LIMIT_STORAGE_URI", "memory://"),
             log_level=reader.choice("LOG_LEVEL", "info", LOG_LEVELS),
+            log_format=reader.choice("LOG_FORMAT", "text", LOG_FORMATS),
+            metrics_token=reader.text("METRICS_TOKEN"),
+            key_daily_images=reader.integer("KEY_DAILY_IMAGES", 0, minimum=0),
         )
         edit, inpaint = REGISTRY[settings.edit_model], REGISTRY[settings.inpaint_model]
         if not edit.takes_images or edit.takes_mask:

@@ -10,6 +10,7 @@ from PIL import Image
 
 import fake_cloudflare
 from conftest import API_KEY, AUTH
+from flux_worker.version import __version__
 from shapes import assert_shape
 
 CAT = {"messages": [{"role": "user", "content": "A cute cat 16:9"}]}
@@ -52,7 +53,7 @@ class TestPages:
         assert "not configured" in text
 
     def test_healthz(self, client):
-        assert client.get("/healthz").json == {"status": "ok"}
+        assert client.get("/healthz").json == {"status": "ok", "version": __version__}
 
 
 class TestAuth:
