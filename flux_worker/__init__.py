@@ -13,6 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import error_handlers, logs, routes
 from .account_pool import AccountPool, Member
+from .errors import FluxWorkerError, UpstreamMisconfigured
 from .generation import ImageService
 from .http_session import RetryPolicy, Upstream, make_session
 from .image_sources import PictureReader
@@ -22,6 +23,7 @@ from .links import LinkOrigins
 from .models import ModelCatalog
 from .optimizer import PromptOptimizer
 from .rate_limit import init_rate_limit
+from .readiness import CachedCheck, Readiness, not_configured
 from .redaction import Redactor
 from .remote_images import RemoteImages
 from .settings import ConfigError, Settings, load_dotenv_file
@@ -32,6 +34,7 @@ from .workers_ai import MIN_CACHE_TTL, Gateway, WorkersAIClient
 
 __all__ = ["create_app", "__version__"]
 KV_TIMEOUT_SECONDS = 30.0  # a whole KV read or write, retries included
+READY_TIMEOUT_SECONDS = 10.0  # a readiness check's call to Cloudflare
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +83,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         accounts = _account_pool(settings, state, upstream("Workers AI", settings.cf_api_base,
                                                            settings.upstream_timeout_seconds))
     store: ImageStore = local
+    kv = None
     if settings.uses_kv:
         owner = settings.kv_account
         kv = KVClient(upstream("Workers KV", settings.cf_api_base, KV_TIMEOUT_SECONDS),
                       api_base=settings.cf_api_base, account_id=owner.id,
                       namespace_id=settings.cf_kv_namespace_id, api_token=owner.token)
         store = WriteThroughStore(local, KVImageStore(kv))
+    readiness = _readiness(settings, accounts, local, kv,
+                           upstream("Workers AI", settings.cf_api_base, READY_TIMEOUT_SECONDS))
     optimizer = None
     if settings.optimizer_enabled:
         optimizer = PromptOptimizer(
@@ -101,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                              settings.image_expiration)
     app.extensions["flux_worker"] = routes.Services(settings, catalog, images, store,
                                                     LinkOrigins(settings.public_base_url),
-                                                    pictures, state)
+                                                    pictures, state, readiness)
 
     CORS(app, origins="*", max_age=86400,
          allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID",
@@ -115,6 +121,48 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_rate_limit(app, settings)
     log.info("flux-worker %s started: %s", __version__, settings.describe())
     return app
+
+
+def _readiness(settings: Settings, accounts: AccountPool | None, local: SQLiteImageStore,
+               kv: KVClient | None, upstream: Upstream) -> Readiness:
+    """What /readyz checks: each a real call, remembered a short while."""
+    checks = [CachedCheck("api_key", lambda: f"{len(settings.api_keys)} key(s) set")
+              if settings.api_keys else
+              not_configured("api_key", "API_KEY is not set, so the API refuses every request: "
+                                        "set API_KEY")]
+    if accounts is None:
+        checks.append(not_configured("workers_ai", "Workers AI is not configured: set "
+                                                   "CF_ACCOUNT_ID and CF_API_TOKEN (or "
+                                                   "CF_ACCOUNTS)"))
+    else:
+        def verify_accounts() -> str:
+            accepted, refused = [], []
+            for member in accounts.members:
+                try:
+                    member.client.verify(upstream)
+                    accepted.append(member.account.label)
+                except FluxWorkerError as exc:
+                    refused.append(f"{member.account.label}: {exc.message}")
+            if not accepted:
+                raise UpstreamMisconfigured("Cloudflare refused every account: "
+                                            + "; ".join(refused))
+            return (f"Cloudflare accepts {len(accepted)} of {len(accounts.members)} account(s)"
+                    + (f"; refused {'; '.join(refused)}" if refused else ""))
+
+        checks.append(CachedCheck("workers_ai", verify_accounts))
+
+    def writable() -> str:
+        local.check_writable()
+        return "the embedded store takes writes"
+
+    checks.append(CachedCheck("store", writable))
+    if kv is not None:
+        def kv_answers() -> str:
+            kv.get("readiness-probe")
+            return "Workers KV answers"
+
+        checks.append(CachedCheck("kv", kv_answers))
+    return Readiness(checks)
 
 
 def _account_pool(settings: Settings, state: SharedState, upstream: Upstream) -> AccountPool:

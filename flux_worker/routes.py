@@ -29,6 +29,7 @@ from .key_usage import key_id
 from .links import LinkOrigins, looks_internal
 from .models import ModelCatalog
 from .planning import ImageJob
+from .readiness import Readiness
 from .settings import Settings
 from .shared_state import SharedState
 from .store import ImageStore
@@ -53,6 +54,7 @@ class Services:
     links: LinkOrigins
     pictures: PictureReader
     state: SharedState  # what every worker shares: accounts' state, usage per key
+    readiness: Readiness
 
     def close(self) -> None:
         """Stop the pool and close every session and connection (worker exit)."""
@@ -131,9 +133,10 @@ def index():
     s = services().settings
     own_origin = request.host_url.rstrip("/")
     accounts = services().images.accounts
+    checks = services().readiness.run()
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered, version=__version__,
-        accounts=accounts.status() if accounts else [],
+        accounts=accounts.status() if accounts else [], checks=checks,
         store="Workers KV" if s.uses_kv else "embedded SQLite",
         # Link origins a browser elsewhere may not reach: this page's own, and
         # how many API callers used (the log names them; this page is public).
@@ -158,6 +161,17 @@ def utc_time(moment: float) -> str:
 def healthz():
     """Liveness: the process answers. Readiness (Cloudflare, store) is /readyz."""
     return jsonify(status="ok", version=__version__)
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 when Cloudflare takes a token, the store writes and KV
+    answers (each checked for real, kept a minute); 503 naming what is wrong."""
+    checks = services().readiness.run()
+    ready = all(check.ok for check in checks)
+    return jsonify(status="ready" if ready else "not ready", version=__version__,
+                   checks={check.name: check.as_json() for check in checks}), \
+        200 if ready else 503
 
 
 @bp.get("/favicon.ico")

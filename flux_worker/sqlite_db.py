@@ -65,6 +65,17 @@ class SQLiteDatabase:
             except queue.Full:
                 db.close()
 
+    @contextmanager
+    def fresh_connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, closed after: the file as it is now."""
+        if not os.path.exists(self.path):  # sqlite3 would make a new, empty one
+            raise sqlite3.OperationalError("the database file is gone")
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
+
     def close(self) -> None:
         while True:
             try:

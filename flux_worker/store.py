@@ -68,6 +68,20 @@ class SQLiteImageStore:
                              (key, self._clock())).fetchone()
         return _stored(row[0], row[1]) if row else None
 
+    def check_writable(self) -> None:
+        """Prove the file takes a write now, on a fresh connection (a pooled
+        one may outlive its file): a write in a transaction rolled back.
+
+        :raises sqlite3.Error, OSError: when it does not.
+        """
+        with self._db.fresh_connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR REPLACE INTO images (key, data, expires_at) "
+                           "VALUES ('readiness-probe', x'', 0)")
+            finally:
+                db.execute("ROLLBACK")
+
     def close(self) -> None:
         self._db.close()
 

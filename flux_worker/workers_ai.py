@@ -112,6 +112,19 @@ class WorkersAIClient:
 
         return self._upstream.call("POST", url, check, idempotent=False, headers=headers, **body)
 
+    def verify(self, upstream: Upstream) -> None:
+        """Ask Cloudflare whether it takes this account's token for Workers AI
+        (Model Search, one model): nothing is drawn, nothing is billed.
+
+        :raises FluxWorkerError: as Cloudflare refuses it.
+        """
+        def check(answer: Answer) -> None:
+            if answer.status != 200:
+                raise cloudflare.error_for(answer, SERVICE, upstream.redact, client_input=False)
+
+        upstream.call("GET", self._url.removesuffix("run/") + "models/search", check,
+                      idempotent=True, params={"per_page": 1}, headers=self._headers)
+
     def close(self) -> None:
         self._upstream.close()
 

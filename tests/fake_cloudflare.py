@@ -70,7 +70,11 @@ Workers KV (/client/v4/accounts/{account}/storage/kv/namespaces/{ns}/values/{key
 - ``fake.kv_value(key)`` and ``fake.kv_ttl(key)`` show what was last written,
   whatever GET would see.
 
-Faults are queued per route ("ai", "kv_put", "kv_get", "optimizer") with
+Model Search (GET /client/v4/accounts/{account}/ai/models/search, route
+"models"): the account's token checked as above, then one page of models;
+the service's readiness check asks it.
+
+Faults are queued per route ("ai", "kv_put", "kv_get", "optimizer", "models") with
 ``fake.inject(route, *faults)`` and consumed one per request, first in first out.
 - status(code, errors, headers, body): an error envelope (or ``body``).
 - delay(seconds): wait, then answer normally.  hang(seconds): say nothing, close.
@@ -209,7 +213,7 @@ _MULTIPART_INTEGER = re.compile(r"-?[0-9]+")
 _MULTIPART_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 IMAGE_CACHE_SIZE = 64  # answers (and gradients) kept; the least recently used go first
 
-ROUTES = ("ai", "kv_put", "kv_get", "optimizer")
+ROUTES = ("ai", "kv_put", "kv_get", "optimizer", "models")
 POLL_SECONDS = 0.02  # how often a waiting fault looks for a hang-up or a reset
 
 
@@ -925,6 +929,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         match = re.fullmatch(r"/client/v4/accounts/([^/]+)/ai/run/(.+)", path)
         gateway = re.fullmatch(r"/gateway/v1/([^/]+)/([^/]+)/workers-ai/(.+)", path)
+        models = re.fullmatch(r"/client/v4/accounts/([^/]+)/ai/models/search", path)
         kv = re.fullmatch(r"/client/v4/accounts/([^/]+)/storage/kv/namespaces/([^/]+)/values/(.+)",
                           path)
         if method == "POST" and match:
@@ -937,6 +942,9 @@ class _Handler(BaseHTTPRequestHandler):
                         account=gateway[1], gateway=gateway[2])
             self._parse_body(call)
             handler = lambda: self._through_gateway(call, gateway[1], gateway[2])  # noqa: E731
+        elif method == "GET" and models:
+            call = Call("models", method, path, query, headers, body, account=models[1])
+            handler = lambda: self._models(call, models[1])  # noqa: E731
         elif kv and method in ("PUT", "GET"):
             route = "kv_put" if method == "PUT" else "kv_get"
             call = Call(route, method, path, query, headers, body)
@@ -1109,20 +1117,39 @@ class _Handler(BaseHTTPRequestHandler):
                    {**answer.headers, "cf-aig-cache-status": "MISS"})
 
     # Workers AI
+    def _account_refusal(self, account_id: str) -> bool:
+        """Answer Cloudflare's refusal of this token or account, if it refuses."""
+        account = self.fake.accounts.get(account_id)
+        if account is None:
+            if not any(self._authorized(known.token) for known in self.fake.accounts.values()):
+                self._error(401, 10000, "Authentication error")
+            else:
+                self._error(404, 7003, "Could not route to /accounts/" + account_id
+                            + ", perhaps your object identifier is invalid?")
+            return True
+        if account.refused or not self._authorized(account.token):
+            self._error(401, 10000, "Authentication error")
+            return True
+        return False
+
+    def _models(self, call: Call, account_id: str) -> None:
+        """Model Search: the models the account may run (one page)."""
+        if self._account_refusal(account_id):
+            return
+        per_page = int(call.query.get("per_page", "20") or 20)
+        names = list(MODELS)[:max(1, per_page)]
+        self._send(200, envelope([{"name": name, "task": {"name": "Text-to-Image"}}
+                                  for name in names]))
+
     def _ai(self, call: Call, account_id: str) -> None:
         answer = self._capture(lambda: self._run(call, account_id))
         call.status = answer.status
         self._send(answer.status, answer.body, answer.content_type, answer.headers)
 
     def _run(self, call: Call, account_id: str) -> None:
-        account = self.fake.accounts.get(account_id)
-        if account is None:
-            if not any(self._authorized(known.token) for known in self.fake.accounts.values()):
-                return self._error(401, 10000, "Authentication error")
-            return self._error(404, 7003, "Could not route to /accounts/" + account_id
-                               + "/ai/run, perhaps your object identifier is invalid?")
-        if account.refused or not self._authorized(account.token):
-            return self._error(401, 10000, "Authentication error")
+        if self._account_refusal(account_id):
+            return
+        account = self.fake.accounts[account_id]
         with self.fake._lock:
             busy = account.busy > 0
             account.busy -= busy

@@ -1,0 +1,67 @@
+"""Readiness (/readyz): what the service needs right now, checked for real
+and remembered a short while: Cloudflare accepts an account's token, the
+embedded store takes writes, Workers KV answers when configured."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import FluxWorkerError
+
+CHECK_SECONDS = 60  # a check's answer is kept this long (Cloudflare is not asked per probe)
+FAILED_CHECK_SECONDS = 10  # a failure is asked again sooner, so a fix shows quickly
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str  # what was found, or what to do; never a secret
+
+    def as_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
+class CachedCheck:
+    """One check, run at most once per CHECK_SECONDS (per process)."""
+
+    def __init__(self, name: str, run: Callable[[], str], clock: Callable[[], float]
+                 = time.monotonic):
+        self.name = name
+        self._run = run
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._result: Check | None = None
+        self._until = 0.0
+
+    def __call__(self) -> Check:
+        with self._lock:
+            if self._result is not None and self._clock() < self._until:
+                return self._result
+            try:
+                result = Check(self.name, True, self._run())
+            except FluxWorkerError as exc:
+                result = Check(self.name, False, exc.message)
+            except Exception as exc:  # sqlite3.Error, OSError: the store
+                result = Check(self.name, False, f"{type(exc).__name__}: {exc}")
+            self._result = result
+            self._until = self._clock() + (CHECK_SECONDS if result.ok else FAILED_CHECK_SECONDS)
+            return result
+
+
+class Readiness:
+    """The checks /readyz and the status page show; ready when all pass."""
+
+    def __init__(self, checks: list[Callable[[], Check]]):
+        self._checks = checks
+
+    def run(self) -> list[Check]:
+        return [check() for check in self._checks]
+
+
+def not_configured(name: str, detail: str) -> Callable[[], Check]:
+    """A check that always fails: something the operator has not set."""
+    return lambda: Check(name, False, detail)
