@@ -7,7 +7,23 @@ process per core, and many threads per process.
 """
 
 import os
+import shutil
 import sys
+import tempfile
+
+# Metrics from every worker process add up (prometheus_client's multiprocess
+# mode): each process writes its values under this directory, which must be
+# set before anything imports prometheus_client and must start empty.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+_own_metrics_dir = not _metrics_dir
+if _own_metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="flux-worker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+else:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for _name in os.listdir(_metrics_dir):  # values a previous run left
+        if _name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, _name))
 
 # gunicorn puts its working directory on sys.path; this file's own directory
 # makes flux_worker importable however the file is run (tests use runpy).
@@ -67,6 +83,18 @@ def _return_freed_image_buffers_to_the_os() -> None:
 
 
 _return_freed_image_buffers_to_the_os()
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: its live gauges (in flight, open streams) no longer count."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def worker_exit(server, worker) -> None:

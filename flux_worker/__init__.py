@@ -20,6 +20,7 @@ from .image_sources import PictureReader
 from .key_usage import KeyUsage
 from .kv import KVClient
 from .links import LinkOrigins
+from .metrics_endpoint import init_metrics
 from .models import ModelCatalog
 from .optimizer import PromptOptimizer
 from .rate_limit import init_rate_limit
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     error_handlers.register_error_handlers(app)
     logs.init_request_ids(app)
     init_rate_limit(app, settings)
+    init_metrics(app, settings.metrics_token)
     log.info("flux-worker %s started: %s", __version__, settings.describe())
     return app
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import metrics
 from .errors import (
     AllowanceExhausted,
     ContentPolicyViolation,
@@ -174,6 +175,7 @@ def error_for(answer: Answer, service: str, redact: Callable[[str], str], *,
     error = error_type(message, param=param, code=code, resend=meaning.resend,
                        retry_after=retry_after)
     error.upstream_code = upstream_code or answer.status
+    metrics.UPSTREAM_ERRORS.labels(service, str(error.upstream_code)).inc()
     return error
 
 

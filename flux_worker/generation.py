@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import access
+from . import access, metrics
 from .account_pool import AccountPool, Drawn
 from .errors import FluxWorkerError, InvalidRequest, NotConfigured, RateLimited
 from .imaging import FORMAT_NAMES, prepare_image
@@ -102,13 +102,16 @@ class Capacity:
         with self._lock:
             taken = min(wanted, self.limit - self._used)
             if taken <= 0:
+                metrics.CAPACITY_REJECTIONS.inc()
                 return 0
             self._used += taken
+            metrics.IN_FLIGHT.inc(taken)
             return taken
 
     def release(self, slots: int = 1) -> None:
         with self._lock:
             self._used -= slots
+            metrics.IN_FLIGHT.dec(slots)
 
     @property
     def in_use(self) -> int:
@@ -181,6 +184,13 @@ class ImageService:
         caller = access.current_record().key
         if caller is not None:
             self.usage.record(caller, neurons)
+            metrics.KEY_IMAGES.labels(caller).inc()
+            metrics.KEY_NEURONS.labels(caller).inc(neurons or 0.0)
+        metrics.IMAGES.labels(job.model.id, "made").inc()
+        metrics.NEURONS.labels(job.model.id, account).inc(neurons or 0.0)
+        for name, milliseconds in timings.items():
+            metrics.PHASE_SECONDS.labels(job.model.id, name.removesuffix("_ms")).observe(
+                milliseconds / 1000)
         log.info("image generated key=%s model=%s size=%dx%d seed=%s account=%s neurons=%s %s",
                  key, job.model.id, job.width, job.height, sent_seed, account, cost,
                  " ".join(f"{k}={v:.0f}" for k, v in timings.items()))
@@ -314,6 +324,7 @@ class GenerationRun:
         try:
             image = self._service.make_image(job, seed, {"optimize_ms": optimize_ms})
         except Exception as exc:  # one failure must not discard paid-for siblings
+            metrics.IMAGES.labels(job.model.id, "failed").inc()
             return _as_error(exc)
         try:
             self._progress.image_made(image)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import metrics
 from .errors import FluxWorkerError
 from .imaging import sniff_content_type
 from .kv import KVClient
@@ -134,6 +135,7 @@ class WriteThroughStore:
         except (sqlite3.Error, OSError) as exc:
             log.error("the embedded store refused image %s (%s); KV must keep it", key,
                       type(exc).__name__)
+            metrics.KV_FALLBACKS.labels("kv_only").inc()
             self._remote.put(key, data, ttl)
             return
         try:
@@ -141,6 +143,7 @@ class WriteThroughStore:
         except FluxWorkerError as exc:
             log.warning("KV write failed (%s); image %s is kept in the embedded store only",
                         exc.message, key)
+            metrics.KV_FALLBACKS.labels("embedded_only").inc()
 
     def get(self, key: str) -> StoredImage | None:
         found = self._local.get(key)
