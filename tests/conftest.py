@@ -68,8 +68,8 @@ def make_app(make_settings):
         return app
 
     yield factory
-    for app in apps:
-        app.extensions["flux_worker"].images.close()
+    for app in apps:  # everything it opened: pools, sessions, store, shared state (Redis)
+        app.extensions["flux_worker"].close()
 
 
 @pytest.fixture
