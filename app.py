@@ -11,6 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
+if __name__ == "__main__":
+    # gunicorn.conf.py prepares the metrics directory (and checks it) before
+    # anything imports prometheus_client; this process only checks settings,
+    # so it keeps the variable away from that import and hands it on.
+    _metrics_dir = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
 from flux_worker.settings import (
     ConfigError,
     ServerSettings,
@@ -21,6 +27,8 @@ from flux_worker.settings import (
 
 def main(argv: list[str]) -> None:
     """Check PORT, WEB_CONCURRENCY, ... (from .env too), then exec gunicorn."""
+    if _metrics_dir is not None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
     load_dotenv_file()
     try:
         server = ServerSettings.from_env(os.environ)

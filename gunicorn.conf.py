@@ -14,16 +14,27 @@ import tempfile
 # Metrics from every worker process add up (prometheus_client's multiprocess
 # mode): each process writes its values under this directory, which must be
 # set before anything imports prometheus_client and must start empty.
+# A reload (SIGHUP) runs this file again in the same master: the directory
+# its workers still write is then left as it is.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-_own_metrics_dir = not _metrics_dir
-if _own_metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="flux-worker-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-else:
-    os.makedirs(_metrics_dir, exist_ok=True)
-    for _name in os.listdir(_metrics_dir):  # values a previous run left
-        if _name.endswith(".db"):
-            os.remove(os.path.join(_metrics_dir, _name))
+_own_metrics_dir = os.environ.get("FLUX_WORKER_OWN_METRICS_DIR") == _metrics_dir != ""
+if not os.environ.get("FLUX_WORKER_METRICS_READY"):
+    _own_metrics_dir = not _metrics_dir
+    try:
+        if _own_metrics_dir:
+            _metrics_dir = tempfile.mkdtemp(prefix="flux-worker-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+            os.environ["FLUX_WORKER_OWN_METRICS_DIR"] = _metrics_dir
+        else:
+            os.makedirs(_metrics_dir, exist_ok=True)
+            for _name in os.listdir(_metrics_dir):  # values a previous run left
+                if _name.endswith(".db"):
+                    os.remove(os.path.join(_metrics_dir, _name))
+    except OSError as _exc:
+        sys.stderr.write(f"flux-worker: configuration error: PROMETHEUS_MULTIPROC_DIR "
+                         f"{_metrics_dir!r} cannot be used: {_exc.strerror}\n")
+        raise SystemExit(1) from None
+    os.environ["FLUX_WORKER_METRICS_READY"] = "1"
 
 # gunicorn puts its working directory on sys.path; this file's own directory
 # makes flux_worker importable however the file is run (tests use runpy).
@@ -62,6 +73,21 @@ preload_app = True
 accesslog = None  # the app logs one line per request, with its request ID
 errorlog = "-"
 loglevel = _server.log_level
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    # gunicorn's own lines (start, workers, timeouts) as JSON too, redacted
+    # by the same process-wide redactor as the app's.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "WARNING", "handlers": []},
+        "formatters": {"json": {"()": "flux_worker.logs.JsonFormatter",
+                                "redact": "ext://flux_worker.logs.redactor"}},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json",
+                              "stream": "ext://sys.stderr"}},
+        "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"],
+                                       "propagate": False},
+                    "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False}},
+    }
 
 
 def _return_freed_image_buffers_to_the_os() -> None:

@@ -183,7 +183,7 @@ class ImageService:
         access.count_image()
         caller = access.current_record().key
         if caller is not None:
-            self.usage.record(caller, neurons)
+            self.usage.spent(caller, neurons)
             metrics.KEY_IMAGES.labels(caller).inc()
             metrics.KEY_NEURONS.labels(caller).inc(neurons or 0.0)
         metrics.IMAGES.labels(job.model.id, "made").inc()
@@ -251,15 +251,19 @@ class GenerationRun:
         if service.accounts is None:
             raise NotConfigured("Workers AI is not configured on this server: the operator must "
                                 "set CF_ACCOUNT_ID and CF_API_TOKEN.")
-        caller = access.current_record().key
-        if caller is not None:
-            service.usage.check(caller, count)
         # As many slots as are free: a big run under load goes slower rather
         # than being refused or keeping others out.
         slots = service.capacity.acquire_up_to(count)
         if not slots:
             raise RateLimited("This server is busy with other images; try again in a few "
                               "seconds.", retry_after=5)
+        self._caller = access.current_record().key  # whose images these are (hashed)
+        if self._caller is not None:
+            try:
+                service.usage.reserve(self._caller, count)
+            except BaseException:
+                service.capacity.release(slots)
+                raise
         self._service = service
         self._job = job
         self._count = count
@@ -325,6 +329,8 @@ class GenerationRun:
             image = self._service.make_image(job, seed, {"optimize_ms": optimize_ms})
         except Exception as exc:  # one failure must not discard paid-for siblings
             metrics.IMAGES.labels(job.model.id, "failed").inc()
+            if self._caller is not None:  # counted when the run started: given back
+                self._service.usage.release(self._caller, 1)
             return _as_error(exc)
         try:
             self._progress.image_made(image)

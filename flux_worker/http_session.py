@@ -28,6 +28,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from . import metrics
 from .errors import FluxWorkerError, Resend, UpstreamError, UpstreamTimeout
 from .redaction import Redactor
 from .version import __version__
@@ -247,6 +248,7 @@ class Upstream:
                 raise self._unreachable(exc) from None
             log.warning("%s: the connection broke before the answer (%s)", self.service,
                         type(exc).__name__)
+            metrics.UPSTREAM_ERRORS.labels(self.service, "connection_broken").inc()
             raise UpstreamError(f"{self.service} closed the connection without answering.",
                                 resend=Resend.IF_IDEMPOTENT) from None
         finally:
@@ -284,15 +286,18 @@ class Upstream:
             if deadline.passed:
                 raise self._timed_out() from None
             log.warning("%s: the answer was cut off (%s)", self.service, type(exc).__name__)
+            metrics.UPSTREAM_ERRORS.labels(self.service, "connection_broken").inc()
             raise UpstreamError(f"{self.service} answer was cut off.",
                                 resend=Resend.IF_IDEMPOTENT) from None
 
     def _timed_out(self) -> UpstreamTimeout:
+        metrics.UPSTREAM_ERRORS.labels(self.service, "timeout").inc()
         return UpstreamTimeout(f"{self.service} did not answer in time.")
 
     def _unreachable(self, exc: Exception) -> UpstreamError:
         # The exception text may hold the URL (account id); keep it out of logs.
         log.warning("%s could not be reached (%s)", self.service, type(exc).__name__)
+        metrics.UPSTREAM_ERRORS.labels(self.service, "unreachable").inc()
         return UpstreamError(f"{self.service} could not be reached.", resend=Resend.ALWAYS)
 
     def _too_large(self) -> UpstreamError:

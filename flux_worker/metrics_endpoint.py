@@ -24,6 +24,7 @@ from .errors import FluxWorkerError
 from .metrics import OPEN_STREAMS, REQUESTS
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def init_metrics(app: Flask, token: str) -> None:
@@ -32,7 +33,9 @@ def init_metrics(app: Flask, token: str) -> None:
     @app.after_request
     def count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
+        # A method label per made-up method would grow the metrics for ever.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        REQUESTS.labels(rule, method, str(response.status_code)).inc()
         if response.mimetype == "text/event-stream":
             OPEN_STREAMS.inc()
             response.call_on_close(OPEN_STREAMS.dec)
@@ -62,9 +65,12 @@ def _allowed(token: str) -> bool:
     if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
         return False
     try:
-        return ipaddress.ip_address(peer).is_loopback
+        address = ipaddress.ip_address(peer)
     except ValueError:
         return False
+    # With BIND=:: an IPv4 peer arrives as ::ffff:127.0.0.1.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def _registry() -> CollectorRegistry:

@@ -26,7 +26,12 @@ class Check:
 
 
 class CachedCheck:
-    """One check, run at most once per CHECK_SECONDS (per process)."""
+    """One check, run at most once per CHECK_SECONDS (per process).
+
+    Only the first caller ever waits for it: once there is an answer, a
+    caller that finds it stale while another refreshes it gets the stale one,
+    so a slow Cloudflare never piles probes up behind a lock.
+    """
 
     def __init__(self, name: str, run: Callable[[], str], clock: Callable[[], float]
                  = time.monotonic):
@@ -38,9 +43,16 @@ class CachedCheck:
         self._until = 0.0
 
     def __call__(self) -> Check:
-        with self._lock:
+        known = self._result
+        if known is not None and self._clock() < self._until:
+            return known
+        if known is not None and not self._lock.acquire(blocking=False):
+            return known  # stale, while another caller refreshes it
+        if known is None:
+            self._lock.acquire()
+        try:
             if self._result is not None and self._clock() < self._until:
-                return self._result
+                return self._result  # refreshed while this caller waited
             try:
                 result = Check(self.name, True, self._run())
             except FluxWorkerError as exc:
@@ -50,18 +62,39 @@ class CachedCheck:
             self._result = result
             self._until = self._clock() + (CHECK_SECONDS if result.ok else FAILED_CHECK_SECONDS)
             return result
+        finally:
+            self._lock.release()
+
+    def peek(self) -> Check | None:
+        """The last answer, without checking (None: never checked yet)."""
+        return self._result
+
+
+class Fixed:
+    """A check whose answer is known at start (API_KEY set or not, …)."""
+
+    def __init__(self, name: str, ok: bool, detail: str):
+        self.name = name
+        self._result = Check(name, ok, detail)
+
+    def __call__(self) -> Check:
+        return self._result
+
+    def peek(self) -> Check:
+        return self._result
 
 
 class Readiness:
     """The checks /readyz and the status page show; ready when all pass."""
 
-    def __init__(self, checks: list[Callable[[], Check]]):
+    def __init__(self, checks: list[CachedCheck | Fixed]):
         self._checks = checks
 
     def run(self) -> list[Check]:
         return [check() for check in self._checks]
 
-
-def not_configured(name: str, detail: str) -> Callable[[], Check]:
-    """A check that always fails: something the operator has not set."""
-    return lambda: Check(name, False, detail)
+    def known(self) -> list[Check]:
+        """What the checks last found, without checking: for the status page,
+        which must never wait on Cloudflare."""
+        return [check.peek() or Check(check.name, False, "not checked yet: see /readyz")
+                for check in self._checks]

@@ -133,7 +133,7 @@ def index():
     s = services().settings
     own_origin = request.host_url.rstrip("/")
     accounts = services().images.accounts
-    checks = services().readiness.run()
+    checks = services().readiness.known()  # never waits on Cloudflare
     response = Response(render_template(
         "index.html", settings=s, models=services().catalog.offered, version=__version__,
         accounts=accounts.status() if accounts else [], checks=checks,
@@ -219,6 +219,9 @@ def key_usage():
     svc = services()
     usage = svc.images.usage.today(access.current_record().key or "")
     quota = svc.settings.key_daily_images or None
+    if usage is None:  # the shared state is unavailable: unknown, not zero
+        return jsonify({"object": "usage", "day": utc_day(time.time()), "images": None,
+                        "neurons": None, "daily_images": quota, "images_left": None})
     return jsonify({"object": "usage", "day": usage.day, "images": usage.images,
                     "neurons": round(usage.neurons, 2), "daily_images": quota,
                     "images_left": max(0, quota - usage.images) if quota else None})

@@ -24,7 +24,9 @@ DEFAULT_FLUX_MODEL = "@cf/black-forest-labs/flux-1-schnell"
 LANGUAGES = ("en", "zh-CN", "zh-TW", "ja", "es", "fr", "ru", "de")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+# A DNS name: labels of letters, digits and hyphens, not all digits (1.2.3 is no address).
+HOST_NAME = re.compile(r"(?=.*[A-Za-z])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # The Python package each rate-limit storage needs (keyed by the scheme's first part).
 STORAGE_PACKAGES = {"redis": "redis", "rediss": "redis", "valkey": "valkey", "valkeys": "valkey",
                     "memcached": "pymemcache", "mongodb": "pymongo"}

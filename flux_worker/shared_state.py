@@ -36,8 +36,9 @@ class SharedState(Protocol):
         """Set these fields (the record's others stay) and renew the record's life."""
         ...
 
-    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> None:
-        """Add to these fields at once, atomically, and renew the record's life."""
+    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> dict[str, float]:
+        """Add to these fields at once, atomically, and renew the record's life;
+        return the fields' new values."""
         ...
 
     def close(self) -> None: ...
@@ -60,10 +61,11 @@ class MemoryState:
     def write(self, name: str, fields: Mapping[str, float], ttl: float) -> None:
         self._change(name, fields, ttl, add=False)
 
-    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> None:
-        self._change(name, amounts, ttl, add=True)
+    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> dict[str, float]:
+        return self._change(name, amounts, ttl, add=True)
 
-    def _change(self, name: str, values: Mapping[str, float], ttl: float, *, add: bool) -> None:
+    def _change(self, name: str, values: Mapping[str, float], ttl: float, *, add: bool
+                ) -> dict[str, float]:
         now = self._clock()
         with self._lock:
             record, expires_at = self._records.get(name, ({}, 0.0))
@@ -74,6 +76,7 @@ class MemoryState:
             self._records[name] = (record, now + ttl)
             for stale in [n for n, (_, until) in self._records.items() if until <= now]:
                 del self._records[stale]
+            return {field: record[field] for field in values}
 
     def close(self) -> None:
         pass
@@ -108,13 +111,14 @@ class SQLiteState:
     def write(self, name: str, fields: Mapping[str, float], ttl: float) -> None:
         self._change(name, fields, ttl, "excluded.value")
 
-    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> None:
+    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> dict[str, float]:
         # An expired row starts again from nothing rather than adding to it.
-        self._change(name, amounts, ttl, "CASE WHEN shared_state.expires_at > :now "
-                                          "THEN shared_state.value + excluded.value "
-                                          "ELSE excluded.value END")
+        return self._change(name, amounts, ttl, "CASE WHEN shared_state.expires_at > :now "
+                                                 "THEN shared_state.value + excluded.value "
+                                                 "ELSE excluded.value END")
 
-    def _change(self, name: str, values: Mapping[str, float], ttl: float, update: str) -> None:
+    def _change(self, name: str, values: Mapping[str, float], ttl: float, update: str
+                ) -> dict[str, float]:
         now = self._clock()
         rows = [{"name": name, "field": field, "value": float(value), "until": now + ttl,
                  "now": now} for field, value in values.items()]
@@ -129,7 +133,12 @@ class SQLiteState:
                     db.execute("UPDATE shared_state SET expires_at = ? WHERE name = ? AND "
                                "expires_at > ?", (now + ttl, name, now))
                     db.execute("DELETE FROM shared_state WHERE expires_at <= ?", (now,))
+                    marks = ",".join("?" * len(values))
+                    rows_now = db.execute(
+                        f"SELECT field, value FROM shared_state WHERE name = ? AND field IN "
+                        f"({marks})", (name, *values)).fetchall()
                     db.execute("COMMIT")
+                    return {field: value for field, value in rows_now}
                 except BaseException:
                     db.execute("ROLLBACK")
                     raise
@@ -170,20 +179,22 @@ class RedisState:
     def write(self, name: str, fields: Mapping[str, float], ttl: float) -> None:
         self._run(name, ttl, lambda pipe, key: pipe.hset(key, mapping=dict(fields)))
 
-    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> None:
+    def add(self, name: str, amounts: Mapping[str, float], ttl: float) -> dict[str, float]:
         def increments(pipe, key: str) -> None:
             for field, amount in amounts.items():
                 pipe.hincrbyfloat(key, field, amount)
 
-        self._run(name, ttl, increments)
+        results = self._run(name, ttl, increments)
+        return {field: _number(value) or 0.0 for field, value in zip(amounts, results,
+                                                                      strict=False)}
 
-    def _run(self, name: str, ttl: float, change: Callable) -> None:
+    def _run(self, name: str, ttl: float, change: Callable) -> list:
         key = KEY_PREFIX + name
         try:
             pipe = self._redis.pipeline(transaction=True)
             change(pipe, key)
             pipe.expire(key, max(1, round(ttl)))
-            pipe.execute()
+            return pipe.execute()
         except self._errors as exc:
             raise StateUnavailable(f"Redis: {type(exc).__name__}") from None
 

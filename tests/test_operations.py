@@ -301,3 +301,129 @@ class TestMetrics:
         proxied = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"},
                              headers={"X-Forwarded-For": "203.0.113.9"})
         assert_error(proxied, 403, "metrics_refused")
+
+
+class TestFoundInReview:
+    def test_requests_at_the_same_time_share_the_key_quota(self, fake, make_app):
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        fake.latency = 0.3  # all ten are in flight together
+        app = make_app(key_daily_images=2)
+        barrier = threading.Barrier(10)
+
+        def one(_):
+            client = app.test_client()
+            barrier.wait(timeout=10)
+            return generate(client).status_code
+
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(one, range(10)))
+        assert sorted(statuses) == [200] * 2 + [429] * 8
+        assert app.test_client().get("/v1/usage", headers=AUTH).json["images"] == 2
+
+    def test_an_image_not_made_is_given_back_to_the_quota(self, fake, make_app):
+        client = make_app(key_daily_images=1).test_client()
+        assert generate(client, prompt=f"a {cf.NSFW_TRIGGER}").status_code == 400
+        assert client.get("/v1/usage", headers=AUTH).json["images"] == 0
+        assert generate(client).status_code == 200
+
+    def test_usage_is_unknown_not_zero_while_the_shared_state_is_down(self, make_app):
+        from harness import free_port
+
+        client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
+        assert generate(client).status_code == 200  # images go on being made
+        usage = client.get("/v1/usage", headers=AUTH).json
+        assert usage["images"] is None and usage["images_left"] is None
+
+    def test_made_up_methods_do_not_grow_the_metrics(self, client):
+        from flux_worker.metrics import REQUESTS
+
+        before = len(list(REQUESTS.collect())[0].samples)
+        for method in ("FOOBAR", "QWERTY", "ZZZZ"):
+            client.open("/v1/models", method=method, headers=AUTH)
+        methods = {s.labels["method"] for s in list(REQUESTS.collect())[0].samples}
+        assert not methods & {"FOOBAR", "QWERTY", "ZZZZ"} and "other" in methods
+        assert len(list(REQUESTS.collect())[0].samples) <= before + 2  # _total, _created
+
+    def test_an_ipv4_peer_on_an_ipv6_socket_is_this_machine_too(self, client):
+        response = client.get("/metrics", environ_base={"REMOTE_ADDR": "::ffff:127.0.0.1"})
+        assert response.status_code == 200
+
+    def test_timeouts_are_upstream_errors_in_the_metrics(self, fake, make_app):
+        from flux_worker.metrics import UPSTREAM_ERRORS
+
+        def timeouts() -> float:
+            return sum(s.value for s in list(UPSTREAM_ERRORS.collect())[0].samples
+                       if s.labels.get("code") == "timeout" and s.name.endswith("_total"))
+
+        client = make_app(upstream_timeout_seconds=0.5).test_client()
+        before = timeouts()
+        fake.inject("ai", cf.hang(5))
+        assert_error(generate(client), 504, "upstream_timeout", retry="true")
+        assert timeouts() == before + 1
+
+    def test_a_slow_check_never_holds_a_second_caller_once_it_has_an_answer(self):
+        import threading
+
+        from flux_worker.readiness import CachedCheck
+
+        clock = [0.0]
+        started, release = threading.Event(), threading.Event()
+        calls = []
+
+        def slow() -> str:
+            calls.append(1)
+            if len(calls) > 1:
+                started.set()
+                release.wait(10)
+            return f"answer {len(calls)}"
+
+        check = CachedCheck("workers_ai", slow, clock=lambda: clock[0])
+        assert check().detail == "answer 1"
+        clock[0] = 120  # stale
+        refresher = threading.Thread(target=check)
+        refresher.start()
+        assert started.wait(5)
+        begun = time.monotonic()
+        assert check().detail == "answer 1"  # the stale answer, at once
+        assert time.monotonic() - begun < 1
+        release.set()
+        refresher.join(5)
+        assert check().detail == "answer 2"
+
+    def test_the_status_page_never_waits_for_cloudflare(self, fake, make_app):
+        client = make_app().test_client()
+        page = client.get("/").get_data(as_text=True)
+        assert "not checked yet" in page
+        assert not fake.calls_to("models")  # the page asked nobody
+        client.get("/readyz")
+        assert "not checked yet" not in client.get("/").get_data(as_text=True)
+
+    def test_a_bad_metrics_directory_is_one_line_at_start(self, tmp_path):
+        import subprocess
+        import sys
+
+        from harness import ROOT, free_port
+
+        env = {"PATH": "/usr/bin:/bin", "PORT": str(free_port()), "WEB_CONCURRENCY": "1",
+               "IMAGE_STORE_PATH": str(tmp_path / "images.sqlite3"),
+               "PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-dir"}
+        result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "configuration error" in line]
+        assert len(lines) == 1 and "PROMETHEUS_MULTIPROC_DIR" in lines[0]
+
+    def test_gunicorn_lines_are_json_too(self, fake, tmp_path):
+        server = Gunicorn(gunicorn_env(fake, tmp_path, LOG_FORMAT="json",
+                                       WEB_CONCURRENCY="1"), tmp_path)
+        server.stop()
+        lines = [line for line in server.log().splitlines() if line.strip()]
+        assert lines and all(json.loads(line)["level"] for line in lines)
+        assert any(json.loads(line)["logger"] == "gunicorn.error" for line in lines)
+
+    @pytest.mark.parametrize("value", ["a..b", "999.1.1.1", "1.2.3", "-x"])
+    def test_bind_refuses_what_is_no_address(self, value):
+        with pytest.raises(ConfigError, match="BIND"):
+            ServerSettings.from_env({"BIND": value})
