@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .accounts import CloudflareAccount
+from .cloudflare import next_utc_midnight, utc_day
 from .errors import (
     AllowanceExhausted,
     FluxWorkerError,
@@ -383,16 +384,6 @@ def _out_name(account: CloudflareAccount) -> str:
 
 def _usage_name(account: CloudflareAccount, now: float) -> str:
     return f"usage:{account.key}:{utc_day(now)}"
-
-
-def utc_day(now: float) -> str:
-    """The UTC day Workers AI counts allowances by, as YYYY-MM-DD."""
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date().isoformat()
-
-
-def next_utc_midnight(now: float) -> float:
-    """When Workers AI's daily allowances reset after `now` (unix seconds)."""
-    return (int(now) // 86400 + 1) * 86400.0
 
 
 def _iso(moment: float) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -190,12 +191,20 @@ def retry_after_seconds(answer: Answer) -> int | None:
     return MAX_RETRY_AFTER if len(value) > 6 else min(int(value), MAX_RETRY_AFTER)
 
 
-def seconds_until_utc_midnight(now: datetime.datetime | None = None) -> int:
-    """Seconds until Workers AI's daily allowance resets (00:00 UTC)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    tomorrow = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0,
-                                                           microsecond=0)
-    return max(1, int((tomorrow - now).total_seconds()) + 1)
+def utc_day(now: float) -> str:
+    """The UTC day Workers AI counts allowances by, as YYYY-MM-DD."""
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date().isoformat()
+
+
+def next_utc_midnight(now: float) -> float:
+    """When Workers AI's daily allowances reset after `now` (unix seconds)."""
+    return (int(now) // 86400 + 1) * 86400.0
+
+
+def seconds_until_utc_midnight(now: float | None = None) -> int:
+    """Whole seconds until Workers AI's daily allowance resets (00:00 UTC)."""
+    now = time.time() if now is None else now
+    return max(1, int(next_utc_midnight(now) - now) + 1)
 
 
 def is_missing_key(answer: Answer, redact: Callable[[str], str]) -> bool:

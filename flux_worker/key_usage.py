@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .account_pool import next_utc_midnight, utc_day
+from .cloudflare import seconds_until_utc_midnight, utc_day
 from .errors import AllowanceExhausted
 from .shared_state import SharedState, StateUnavailable
 
@@ -75,7 +75,7 @@ class KeyUsage:
         raise AllowanceExhausted(
             f"This API key has {left} of its {self.daily_images} images left today "
             f"(asked for {wanted}); the count resets at 00:00 UTC.",
-            code="key_quota_exceeded", retry_after=max(1, round(next_utc_midnight(now) - now)))
+            code="key_quota_exceeded", retry_after=seconds_until_utc_midnight(now))
 
     def release(self, key: str, images: int) -> None:
         """Give back images counted by `reserve` that were not made."""

@@ -19,8 +19,8 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import access, chat, images_api, openai_format, responses_api, sse
-from .account_pool import utc_day
 from .auth import check_api_key
+from .cloudflare import utc_day
 from .errors import FluxWorkerError, InvalidRequest, NotFound, UpstreamError, UpstreamTimeout
 from .generation import ImageService
 from .image_sources import PictureReader

@@ -15,8 +15,8 @@ import requests
 
 import fake_cloudflare as cf
 from conftest import AUTH
-from flux_worker.account_pool import next_utc_midnight, utc_day
 from flux_worker.accounts import CloudflareAccount, parse_accounts
+from flux_worker.cloudflare import next_utc_midnight, utc_day
 from flux_worker.models import REGISTRY
 from flux_worker.neurons import Price, megapixels, per_dollar, tiles
 from flux_worker.settings import ConfigError, Settings

@@ -594,4 +594,4 @@ class TestErrorTable:
     def test_seconds_until_utc_midnight(self, now, expected):
         import datetime
         moment = datetime.datetime.fromisoformat(now)
-        assert cloudflare.seconds_until_utc_midnight(moment) == expected
+        assert cloudflare.seconds_until_utc_midnight(moment.timestamp()) == expected
