@@ -4,12 +4,15 @@ embedded store takes writes, Workers KV answers when configured."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FluxWorkerError
+
+log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 60  # a check's answer is kept this long (Cloudflare is not asked per probe)
 FAILED_CHECK_SECONDS = 10  # a failure is asked again sooner, so a fix shows quickly
@@ -58,7 +61,10 @@ class CachedCheck:
             except FluxWorkerError as exc:
                 result = Check(self.name, False, exc.message)
             except Exception as exc:  # sqlite3.Error, OSError: the store
-                result = Check(self.name, False, f"{type(exc).__name__}: {exc}")
+                # /readyz is public: the error's text (a file path) goes to the log only.
+                log.warning("readiness check %s failed: %s: %s", self.name,
+                            type(exc).__name__, exc)
+                result = Check(self.name, False, f"failed ({type(exc).__name__}; see the log)")
             self._result = result
             self._until = self._clock() + (CHECK_SECONDS if result.ok else FAILED_CHECK_SECONDS)
             return result
