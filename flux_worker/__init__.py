@@ -84,21 +84,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.workers_ai_configured:
         accounts = _account_pool(settings, state, upstream("Workers AI", settings.cf_api_base,
                                                            settings.upstream_timeout_seconds))
+    def kv_client(timeout: float) -> KVClient:
+        """The namespace, on the account that owns it (the first)."""
+        owner = settings.kv_account
+        return KVClient(upstream("Workers KV", settings.cf_api_base, timeout),
+                        api_base=settings.cf_api_base, account_id=owner.id,
+                        namespace_id=settings.cf_kv_namespace_id, api_token=owner.token)
+
     store: ImageStore = local
-    kv = None
     if settings.uses_kv:
-        owner = settings.kv_account
-        kv = KVClient(upstream("Workers KV", settings.cf_api_base, KV_TIMEOUT_SECONDS),
-                      api_base=settings.cf_api_base, account_id=owner.id,
-                      namespace_id=settings.cf_kv_namespace_id, api_token=owner.token)
-        store = WriteThroughStore(local, KVImageStore(kv))
-    ready_kv = None
-    if kv is not None:
-        owner = settings.kv_account
-        ready_kv = KVClient(upstream("Workers KV", settings.cf_api_base, READY_TIMEOUT_SECONDS),
-                            api_base=settings.cf_api_base, account_id=owner.id,
-                            namespace_id=settings.cf_kv_namespace_id, api_token=owner.token)
-    readiness = _readiness(settings, accounts, local, ready_kv,
+        store = WriteThroughStore(local, KVImageStore(kv_client(KV_TIMEOUT_SECONDS)))
+    # Readiness calls have clients of their own, with a short deadline.
+    readiness = _readiness(settings, accounts, local,
+                           kv_client(READY_TIMEOUT_SECONDS) if settings.uses_kv else None,
                            upstream("Workers AI", settings.cf_api_base, READY_TIMEOUT_SECONDS))
     optimizer = None
     if settings.optimizer_enabled:
@@ -174,11 +172,11 @@ def _readiness(settings: Settings, accounts: AccountPool | None, local: SQLiteIm
     checks.append(CachedCheck("store", writable))
     if kv is not None:
         def kv_answers() -> str:
-            kv.get("readiness-probe")  # a client of its own, with the short deadline
+            kv.get("readiness-probe")
             return "Workers KV answers"
 
         checks.append(CachedCheck("kv", kv_answers))
-    return Readiness(checks)
+    return Readiness(checks, closing=[upstream] + ([kv] if kv is not None else []))
 
 
 def _account_pool(settings: Settings, state: SharedState, upstream: Upstream) -> AccountPool:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import FluxWorkerError
 
@@ -90,11 +91,21 @@ class Fixed:
         return self._result
 
 
-class Readiness:
-    """The checks /readyz and the status page show; ready when all pass."""
+class Closable(Protocol):
+    def close(self) -> None: ...
 
-    def __init__(self, checks: list[CachedCheck | Fixed]):
+
+class Readiness:
+    """The checks /readyz and the status page show; ready when all pass.
+    Owns the clients its checks call (`closing`)."""
+
+    def __init__(self, checks: list[CachedCheck | Fixed], closing: Sequence[Closable] = ()):
         self._checks = checks
+        self._closing = list(closing)
+
+    def close(self) -> None:
+        for client in self._closing:
+            client.close()
 
     def run(self) -> list[Check]:
         return [check() for check in self._checks]

@@ -64,6 +64,7 @@ class Services:
                 client.close()
         self.store.close()
         self.state.close()
+        self.readiness.close()
         log.info("closed the generation pool, upstream sessions and store")
 
 
